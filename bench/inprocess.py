@@ -1,0 +1,523 @@
+"""In-process benchmarks of the daemon's key press path against the loopback fake ARI.
+
+The daemon side is the daemon's own wiring (see ``keypress_ari/daemon.py``) minus
+PostgreSQL: a real :class:`EventStream` connected to the fake's websocket feeds a
+:class:`Dispatcher` (``on_event``, as in production); an :class:`AriClient` sends the REST
+requests; ``DtmfLatency`` times each key press from the frame's arrival
+(``stream.frame_received_at``) to its first REST request (``on_request``), exactly the
+daemon's ``keypress_dtmf_to_ari_seconds``. The call log writer runs with a pool that
+accepts and discards every batch (rows are still built and JSON-encoded as for
+PostgreSQL, the database round trip is left out), so its queue drains as in production.
+
+The fake ARI runs in its own process (``bench/fake_ari.py``), pinned to another CPU than
+this one when the machine has two, and generates the events: see its docstring.
+
+Figures:
+
+* ``latency``: N calls waiting at the router prompt (N = 1, 100, 1,000, 10,000), key
+  presses at a light rate; every press ends its call (flow: disposition) and the fake
+  replaces it (live calls stay at N). Daemon-side p50/p99/max, and wire-to-wire (frame
+  written by the fake to request read by the fake).
+* ``memory``: RSS growth of this process per live call once N calls wait at the prompt.
+* ``throughput``: bridged calls (caller + buyer leg in a bridge), presses on the buyer leg
+  matched against the buyer's flows (``mute_consumer``/``unmute_consumer``: one REST
+  request each), offered at rising rates until latency degrades.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from keypress_ari.ari.client import AriClient
+from keypress_ari.ari.stream import EventStream
+from keypress_ari.calls.context import CallContext, CatalogRef
+from keypress_ari.calls.dispatcher import Dispatcher
+from keypress_ari.calls.state import Stage
+from keypress_ari.calls.timing import DtmfLatency
+from keypress_ari.config import CallSettings
+from keypress_ari.flows.yamlio import load_catalog_yaml
+from keypress_ari.logs import configure_logging
+from keypress_ari.metrics import DaemonMetrics
+from keypress_ari.store.calllog import CallLogWriter
+
+BENCH_DIR = Path(__file__).resolve().parent
+FAKE_ARI = BENCH_DIR / "fake_ari.py"
+OPEN_WAVE = 500
+API_DOCS = Path("/var/cache/keypress-ari/asterisk-sid/usr/share/asterisk/rest-api")
+
+CATALOG = """
+flow_groups:
+  - name: press-one
+    redirect_no_key_press: true
+    max_attempts: 3
+    flows:
+      - key: "1"
+        filters: [{token: caller_state, op: "==", value: CA}]
+        extra_tokens: {interested: "yes"}
+        continue_routing: true
+      - key: "2"
+        disposition: not_interested
+      - key: no_key_press
+        disposition: no_response
+  - name: agent
+    flows:
+      - {key: "3", call_control_actions: [mute_consumer]}
+      - {key: "4", call_control_actions: [unmute_consumer]}
+      - {key: "*", call_control_actions: [hangup], disposition: agent_hangup}
+routers:
+  - {name: main, request_key_press: true, prompt: "sound:beep", press_1_timeout: 300,
+     flow_group: press-one, buyers: [acme]}
+  - {name: direct, request_key_press: false, buyers: [agent]}
+buyers:
+  - {name: acme, endpoint: PJSIP/acme}
+  - {name: agent, endpoint: PJSIP/agent, forwards_to_external_agent: true,
+     flow_group: agent}
+numbers:
+  - {number: "18005550100", router: main}
+  - {number: "18005550200", router: direct}
+"""
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), nearest rank; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def summarize(seconds: Sequence[float]) -> dict[str, float | int]:
+    """p50/p99/max/mean in milliseconds."""
+    ms = [s * 1000 for s in seconds]
+    return {
+        "n": len(ms),
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms) if ms else float("nan"),
+        "mean_ms": statistics.fmean(ms) if ms else float("nan"),
+    }
+
+
+def rss_bytes(pid: int | None = None) -> int:
+    """Resident set size from /proc (Linux)."""
+    path = f"/proc/{pid or 'self'}/statm"
+    pages = int(Path(path).read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of a process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid or 'self'}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+# --- the fake ARI process ------------------------------------------------------------------
+
+
+@dataclass
+class FakeAriProcess:
+    proc: asyncio.subprocess.Process
+    port: int
+    session: aiohttp.ClientSession
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ari"
+
+    async def control(self, op: str, **params: Any) -> dict[str, Any]:
+        """One control request; a ``press`` waits up to its run's length plus ``timeout``."""
+        url = f"http://127.0.0.1:{self.port}/bench/{op}"
+        query = {k: str(v) for k, v in params.items()}
+        method = "GET" if op == "stats" else "POST"
+        budget = 300.0
+        if op == "press":
+            run = float(params.get("count", 100)) / float(params.get("rate", 100))
+            budget = run * 3 + 10 + float(params.get("timeout", 30)) + 10  # the fake's bounds
+        async with self.session.request(method, url, params=query,
+                                        timeout=aiohttp.ClientTimeout(total=budget)) as resp:
+            resp.raise_for_status()
+            data: dict[str, Any] = await resp.json()
+            return data
+
+    async def wait_ready(self, calls: int, timeout: float = 120.0) -> None:
+        """Until the fake counts ``calls`` calls ready for key presses."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # bounded by the deadline
+            stats = await self.control("stats")
+            if stats["ready"] >= calls:
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"only {stats['ready']} of {calls} calls ready after {timeout}s")
+
+
+def pin_cpu(cpu: int) -> None:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
+        os.sched_setaffinity(0, {cpu})
+
+
+def _fake_command(ready: Path, cpu: int | None, prompt_ms: float) -> list[str]:
+    cmd = [sys.executable, str(FAKE_ARI), "--port", "0", "--ready-file", str(ready),
+           "--prompt-ms", str(prompt_ms), "--max-seconds", "3600"]
+    if API_DOCS.is_dir():
+        cmd += ["--api-docs", str(API_DOCS)]
+    if cpu is not None and (os.cpu_count() or 1) > cpu:
+        cmd += ["--cpu", str(cpu)]
+    return cmd
+
+
+def _read_port(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+async def stop_process(proc: asyncio.subprocess.Process, timeout: float = 5.0) -> None:
+    """SIGTERM, wait (bounded), SIGKILL; always reaped."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.wait_for(proc.wait(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def fake_ari(*, cpu: int | None = 1, prompt_ms: float = 0.0) -> AsyncIterator[
+        FakeAriProcess]:
+    """Start ``bench/fake_ari.py`` (pinned to ``cpu`` if the machine has it), stop it after."""
+    with tempfile.TemporaryDirectory(prefix="kp-fake-ari-") as tmp:
+        ready = Path(tmp) / "port"
+        proc = await asyncio.create_subprocess_exec(*_fake_command(ready, cpu, prompt_ms),
+                                                    stdin=asyncio.subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            port = _read_port(ready)
+            while port is None:  # bounded by the deadline
+                if proc.returncode is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"fake ARI did not start (exit {proc.returncode})")
+                await asyncio.sleep(0.02)
+                port = _read_port(ready)
+            async with aiohttp.ClientSession() as session:
+                yield FakeAriProcess(proc, port, session)
+        finally:
+            await stop_process(proc)
+
+
+# --- the daemon side -------------------------------------------------------------------------
+
+
+class _DiscardConn:
+    async def executemany(self, sql: str, args: Any) -> None:
+        return None
+
+    def transaction(self) -> _NullContext:
+        return _NullContext(self)
+
+
+class _NullContext:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    async def __aenter__(self) -> Any:
+        return self.value
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class DiscardPool:
+    """An asyncpg-pool stand-in whose connections accept and drop every statement."""
+
+    def acquire(self) -> _NullContext:
+        return _NullContext(_DiscardConn())
+
+
+@dataclass
+class DaemonUnderTest:
+    dispatcher: Dispatcher
+    stream: EventStream
+    ari: AriClient
+    calllog: CallLogWriter
+    metrics: DaemonMetrics
+    latencies: list[float] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def count_stage(self, stage: Stage) -> int:
+        return sum(1 for call in self.dispatcher.calls() if call.st.stage is stage)
+
+    async def wait_stage(self, stage: Stage, calls: int, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # bounded by the deadline
+            if self.count_stage(stage) >= calls and self.calllog.backlog == 0:
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{self.count_stage(stage)} of {calls} calls {stage.value}")
+
+    async def wait_no_calls(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # bounded by the deadline
+            if not self.dispatcher.active_calls:
+                return
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        await self.stream.stop()
+        self.calllog.close()
+        await self.calllog.flush(10)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.ari.close()
+
+
+async def start_daemon(base_url: str, *, log_level: str = "info",
+                       log_batch_size: int = CallSettings().log_batch_size) -> DaemonUnderTest:
+    """The daemon's objects wired as ``Daemon.start`` wires them, minus PostgreSQL."""
+    configure_logging(log_level)
+    catalog = load_catalog_yaml(CATALOG, "bench.yaml")
+    metrics = DaemonMetrics()
+    calllog = CallLogWriter(DiscardPool(), batch_size=log_batch_size)
+    calllog.add_listener(metrics.observe_op)
+    ari = AriClient(base_url, "keypress", "keypress-secret", app="keypress", timeout=10)
+    latencies: list[float] = []
+
+    def observe(seconds: float) -> None:
+        latencies.append(seconds)
+        metrics.observe_dtmf_to_ari(seconds)
+
+    ari.on_request = DtmfLatency(observe).on_request
+    ctx = CallContext(ari, calllog, CatalogRef(catalog, 1), CallSettings(), app="keypress")
+    dispatcher = Dispatcher(ctx)
+    metrics.set_calls_active(lambda: dispatcher.active_calls)
+    stream = EventStream(base_url, "keypress", "keypress-secret", apps="keypress",
+                         on_event=dispatcher.on_event)
+    dispatcher.arrival_clock = lambda: stream.frame_received_at
+    ctx.is_connected = lambda: stream.connected
+    daemon = DaemonUnderTest(dispatcher, stream, ari, calllog, metrics, latencies)
+    daemon.tasks.append(asyncio.create_task(calllog.run(), name="calllog"))
+    daemon.tasks.append(asyncio.create_task(stream.run(), name="ari-stream"))
+    await stream.wait_connected(10)
+    return daemon
+
+
+# --- the measurements ------------------------------------------------------------------------
+
+
+async def measure_latency(fake: FakeAriProcess, daemon: DaemonUnderTest, calls: int,
+                          presses: int, rate: float) -> dict[str, Any]:
+    """N calls waiting at the prompt; ``presses`` key presses at ``rate``/s."""
+    await fake.control("reset")
+    gc.collect()
+    rss_before = rss_bytes()
+    started = time.perf_counter()
+    # Calls arrive in waves of at most OPEN_WAVE (each settles before the next): live calls
+    # are what is measured, not the transient memory of a burst of 10,000 set-ups at once.
+    for opened in range(0, calls, OPEN_WAVE):
+        wave = min(OPEN_WAVE, calls - opened)
+        await fake.control("open", calls=wave, kind="prompt")
+        await daemon.wait_stage(Stage.WAITING, opened + wave)
+    setup_seconds = time.perf_counter() - started
+    await fake.wait_ready(calls)
+    gc.collect()
+    rss_after = rss_bytes()
+    start = len(daemon.latencies)
+    cpu0 = cpu_seconds()
+    result = await fake.control("press", rate=rate, count=presses, kind="prompt", timeout=30)
+    cpu1 = cpu_seconds()
+    await daemon.wait_stage(Stage.WAITING, calls, timeout=60)
+    inside = daemon.latencies[start:]
+    await hangup_all(fake, daemon)
+    return {
+        "live_calls": calls,
+        "presses_sent": result["sent"],
+        "presses_answered": result["answered"],
+        "rate_per_s": rate,
+        "setup_seconds": setup_seconds,
+        "daemon": summarize(inside),
+        "wire": summarize(result["latencies"]),
+        "daemon_cpu_s": cpu1 - cpu0,
+        "rss_growth_bytes": rss_after - rss_before,
+        "rss_per_call_bytes": (rss_after - rss_before) / calls,
+        "samples_ms": [s * 1000 for s in inside],
+    }
+
+
+async def hangup_all(fake: FakeAriProcess, daemon: DaemonUnderTest) -> None:
+    """End every call: the fake hangs them up (StasisEnd), the daemon closes them."""
+    await fake.control("hangup_all")
+    await daemon.wait_no_calls()
+    await daemon.calllog.flush(30)
+
+
+@dataclass
+class Step:
+    rate: float
+    sent: int
+    answered: int
+    achieved_per_s: float
+    app_cpu_s: float
+    daemon: dict[str, float | int] | None
+    wire: dict[str, float | int]
+
+    @property
+    def presses_per_cpu_s(self) -> float:
+        return self.answered / self.app_cpu_s if self.app_cpu_s > 0 else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rate_per_s": self.rate, "sent": self.sent, "answered": self.answered,
+                "achieved_per_s": self.achieved_per_s, "app_cpu_s": self.app_cpu_s,
+                "presses_per_cpu_s": self.presses_per_cpu_s, "daemon": self.daemon,
+                "wire": self.wire}
+
+
+def degraded(step: Step, p99_limit_ms: float) -> bool:
+    """Latency degraded: presses lost, rate not kept, or the wire p99 (the same measure for
+    the daemon and the library app) over the limit."""
+    p99 = float(step.wire["p99_ms"])
+    return (step.answered < step.sent or step.achieved_per_s < 0.95 * step.rate
+            or p99 > p99_limit_ms)
+
+
+async def ramp(fake: FakeAriProcess, app_pid: int, rates: Sequence[float], seconds: float,
+               p99_limit_ms: float, daemon_latencies: list[float] | None = None,
+               log: Callable[[str], None] = print) -> list[Step]:
+    """Offer presses on bridged calls at each rate for ``seconds``; stop after the first
+    step whose latency degraded."""
+    steps: list[Step] = []
+    for rate in rates:
+        count = max(10, int(rate * seconds))
+        start = len(daemon_latencies) if daemon_latencies is not None else 0
+        cpu0 = cpu_seconds(app_pid)
+        result = await fake.control("press", rate=rate, count=count, kind="bridged",
+                                    timeout=max(10.0, seconds * 3))
+        cpu1 = cpu_seconds(app_pid)
+        span = max(1e-9, result["last_answered"] - result["first_sent"])
+        inside = daemon_latencies[start:] if daemon_latencies is not None else None
+        step = Step(rate=rate, sent=result["sent"], answered=result["answered"],
+                    achieved_per_s=result["answered"] / span, app_cpu_s=cpu1 - cpu0,
+                    daemon=summarize(inside) if inside is not None else None,
+                    wire=summarize(result["latencies"]))
+        steps.append(step)
+        log(f"  {rate:>8.0f}/s offered: {step.achieved_per_s:8.0f}/s handled, "
+            f"{step.answered}/{step.sent} answered, wire p99 {float(step.wire['p99_ms']):.2f} ms, "
+            f"{step.presses_per_cpu_s:.0f} presses per CPU-second")
+        if degraded(step, p99_limit_ms):
+            break
+        await asyncio.sleep(0.5)
+    return steps
+
+
+async def measure_memory(calls: int, *, pin: bool = True) -> dict[str, Any]:
+    """RSS growth per live call in this process, which must be fresh (nothing measured
+    before): a warm-up of 50 calls first (code paths, connection pool), then ``calls`` calls
+    opened in waves until all wait at the prompt."""
+    if pin:
+        pin_cpu(0)
+    async with fake_ari(cpu=1 if pin else None) as fake:
+        daemon = await start_daemon(fake.base_url, log_level="warning")
+        try:
+            await fake.control("open", calls=50, kind="prompt")
+            await daemon.wait_stage(Stage.WAITING, 50)
+            await hangup_all(fake, daemon)
+            await fake.control("reset")
+            gc.collect()
+            before = rss_bytes()
+            for opened in range(0, calls, OPEN_WAVE):
+                wave = min(OPEN_WAVE, calls - opened)
+                await fake.control("open", calls=wave, kind="prompt")
+                await daemon.wait_stage(Stage.WAITING, opened + wave)
+            gc.collect()
+            after = rss_bytes()
+            await hangup_all(fake, daemon)
+        finally:
+            await daemon.stop()
+    return {"live_calls": calls, "rss_before_bytes": before, "rss_after_bytes": after,
+            "rss_per_call_bytes": (after - before) / calls}
+
+
+def measure_memory_in_fresh_process(calls: int, timeout: float = 600.0) -> dict[str, Any]:
+    """:func:`measure_memory` in a new interpreter (RSS of a used heap says little)."""
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(Path(__file__)), "--memory", str(calls)],
+                         capture_output=True, text=True, timeout=timeout, check=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def best_sustained(steps: Sequence[Step], p99_limit_ms: float) -> float:
+    ok = [s.achieved_per_s for s in steps if not degraded(s, p99_limit_ms)]
+    return max(ok) if ok else 0.0
+
+
+async def run_inprocess(*, latency_calls: Sequence[int], presses: int, press_rate: float,
+                        bridged_calls: int, rates: Sequence[float], step_seconds: float,
+                        p99_limit_ms: float, log: Callable[[str], None] = print,
+                        pin: bool = True) -> dict[str, Any]:
+    """Latency vs live calls, memory per call, then the throughput ramp of the daemon.
+
+    With ``pin`` (and two CPUs or more) this process is pinned to CPU 0 and the fake ARI to
+    CPU 1, so the daemon's figures are for one core."""
+    if pin:
+        pin_cpu(0)
+    out: dict[str, Any] = {"latency": [], "throughput": {}}
+    async with fake_ari(cpu=1 if pin else None) as fake:
+        daemon = await start_daemon(fake.base_url, log_level="warning")
+        try:
+            for calls in latency_calls:
+                r = await measure_latency(fake, daemon, calls, presses, press_rate)
+                d = r["daemon"]
+                log(f"  {calls:>6} live calls: p50 {d['p50_ms']:.3f} ms, p99 "
+                    f"{d['p99_ms']:.3f} ms, max {d['max_ms']:.3f} ms ({d['n']} presses)")
+                out["latency"].append(r)
+            await fake.control("reset")
+            await fake.control("open", calls=bridged_calls, kind="bridged")
+            await fake.wait_ready(bridged_calls)
+            await daemon.wait_stage(Stage.BRIDGED, bridged_calls)
+            steps = await ramp(fake, os.getpid(), rates, step_seconds, p99_limit_ms,
+                               daemon.latencies, log)
+            out["throughput"] = {
+                "bridged_calls": bridged_calls,
+                "steps": [s.as_dict() for s in steps],
+                "sustained_per_s": best_sustained(steps, p99_limit_ms),
+                "p99_limit_ms": p99_limit_ms,
+            }
+            await hangup_all(fake, daemon)
+            out["metrics_histogram"] = daemon.metrics.render().count("dtmf_to_ari")
+        finally:
+            await daemon.stop()
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    sys.path.insert(0, str(BENCH_DIR.parent))
+    parser = argparse.ArgumentParser(description="memory per live call, fresh process")
+    parser.add_argument("--memory", type=int, required=True, help="live calls")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(measure_memory(args.memory))))

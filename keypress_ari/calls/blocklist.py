@@ -1,0 +1,35 @@
+"""Blocked callers: an in-memory set checked at call entry, written through the call log queue.
+
+The set is loaded at start; a flow's ``block_caller`` adds to it at once (the very next
+call from that number is rejected) and queues the durable row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from keypress_ari.store.calllog import CallerBlocked, CallLogWriter
+
+_SELECT = "SELECT caller_number FROM blocklist"
+
+
+class Blocklist:
+    __slots__ = ("_numbers",)
+
+    def __init__(self, numbers: Iterable[str] = ()) -> None:
+        self._numbers = set(numbers)
+
+    def __contains__(self, number: str) -> bool:
+        return bool(number) and number in self._numbers
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+    def add(self, writer: CallLogWriter, number: str, reason: str, call_id: str | None) -> None:
+        self._numbers.add(number)
+        writer.emit(CallerBlocked(number, reason, call_id))
+
+    async def load(self, conn: Any) -> None:
+        """Replace the set with what PostgreSQL holds."""
+        self._numbers = {row["caller_number"] for row in await conn.fetch(_SELECT)}

@@ -1,0 +1,276 @@
+"""Routing to buyers: dial the next available buyer, bridge on answer, move on on failure,
+and end the call cleanly whichever side goes first.
+
+Buyer legs are created with ``POST /channels/create`` (originator = the caller) and then
+dialled, so the call's dispatcher knows the leg before its first event. Caller and buyer
+meet in one bridge created as ``mixing,dtmf_events``: a plain mixing bridge turns into a
+native RTP bridge and then no DTMF event arrives from either leg.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from keypress_ari.ari.errors import AriError
+from keypress_ari.calls.base import GONE, CallBase
+from keypress_ari.calls.routing import next_buyer
+from keypress_ari.calls.state import BUYER, Stage
+
+FAILED_DIALSTATUS = frozenset({"BUSY", "NOANSWER", "CONGESTION", "CHANUNAVAIL", "CANCEL"})
+# When a dial times out Asterisk hangs the leg up without a final Dial event: the hangup
+# cause of the destroyed leg says what happened (Q.850 codes).
+CAUSE_STATUS = {17: "BUSY", 18: "NOANSWER", 19: "NOANSWER", 21: "REJECTED", 1: "CHANUNAVAIL",
+                3: "CHANUNAVAIL", 20: "CHANUNAVAIL", 27: "CHANUNAVAIL", 34: "CONGESTION",
+                38: "CONGESTION", 42: "CONGESTION"}
+NO_BUYER = "no_buyer_available"
+# Seconds past a buyer's ring_timeout after which a dial with no outcome counts as failed
+# (Asterisk reports every outcome; this only keeps a lost event from stranding a call).
+DIAL_GRACE = 10.0
+
+
+class Dialing(CallBase):
+    _ringing = False  # the caller hears ringing (or music) while buyers ring
+
+    async def route(self, reason: str, flow: str | None) -> None:
+        st = self.st
+        self.cancel_timer()
+        self.ctx.record(st, "continue_routing", flow=flow, reason=reason)
+        await self.drop_buyer_legs("continue routing")
+        st.move(Stage.ROUTING)
+        await self._dial_next()
+
+    async def _dial_next(self) -> None:
+        st = self.st
+        router = self.router()
+        if router is None:
+            await self._no_buyer()
+            return
+        buyer, skipped = next_buyer(router, self.ctx.catalog.current, st.tried,
+                                    self.ctx.load.live)
+        for skip in skipped:
+            self.ctx.record(st, "buyer_skipped", leg="buyer", buyer=skip.buyer, reason=skip.why)
+        if buyer is None:
+            await self._no_buyer()
+            return
+        channel_id = f"kp-{uuid.uuid4().hex}"
+        st.tried.append(buyer.name)
+        st.buyer, st.buyer_channel, st.buyer_entered_at = buyer.name, channel_id, None
+        st.live_buyer_legs[channel_id] = buyer.name
+        st.legs[f"buyer:{buyer.name}:{len(st.tried)}"] = channel_id
+        st.data[BUYER] = buyer.name
+        st.dirty = True
+        self.ctx.load.acquire(buyer.name)
+        self.host.attach(channel_id, self)
+        self.ctx.record(st, "dialing", leg="buyer", buyer=buyer.name, endpoint=buyer.endpoint,
+                        ring_timeout=buyer.ring_timeout, attempt=len(st.tried))
+        await self._caller_hears_ringing()
+        try:
+            await self.ctx.ari.create_channel(buyer.endpoint, app=self.ctx.app, app_args="buyer",
+                                              channel_id=channel_id, originator=st.channel_id)
+        except AriError as exc:
+            await self._buyer_failed(channel_id, f"could not create the leg: {exc}")
+        # The leg is dialled once it is in Stasis (its StasisStart): a dial sent before
+        # that is refused with 409.
+
+    async def buyer_leg_ready(self, channel_id: str) -> None:
+        """The buyer leg entered Stasis: dial it."""
+        st = self.st
+        buyer = self.buyer()
+        if channel_id != st.buyer_channel or st.stage is not Stage.ROUTING or buyer is None:
+            return
+        try:
+            await self.ctx.ari.dial(channel_id, caller=st.channel_id, timeout=buyer.ring_timeout)
+        except AriError as exc:
+            await self._buyer_failed(channel_id, f"dial failed: {exc}")
+            return
+        wait = buyer.ring_timeout + DIAL_GRACE
+        self.start_timer(wait, time.time() + wait)
+
+    async def dial_timed_out(self) -> None:
+        """No outcome for the dialled buyer long after its ring timeout: move on."""
+        if self.st.buyer_channel is not None:
+            await self._buyer_failed(self.st.buyer_channel, "no outcome reported in time")
+
+    async def dial_status(self, channel_id: str, status: str) -> None:
+        """A ``Dial`` event for one of our buyer legs."""
+        st = self.st
+        if channel_id != st.buyer_channel or st.stage is not Stage.ROUTING:
+            return
+        if status == "ANSWER":
+            await self.bridge_buyer(channel_id)
+        elif status == "RINGING":
+            self.ctx.record(st, "buyer_ringing", leg="buyer", buyer=st.buyer)
+        elif status in FAILED_DIALSTATUS:
+            await self._buyer_failed(channel_id, status)
+
+    async def _buyer_failed(self, channel_id: str, why: str, cause: int | None = None) -> None:
+        st = self.st
+        self.cancel_timer()
+        self.ctx.record(st, "buyer_failed", leg="buyer", buyer=st.buyer, reason=why, cause=cause)
+        st.buyer_channel = None
+        if self._release_leg(channel_id):
+            await self._hangup_leg(channel_id)
+        if st.stage is Stage.ROUTING:
+            await self._dial_next()
+
+    async def bridge_buyer(self, channel_id: str) -> None:
+        st = self.st
+        self.cancel_timer()
+        self.ctx.record(st, "buyer_answered", leg="buyer", buyer=st.buyer)
+        await self._caller_stops_ringing()
+        ari = self.ctx.ari
+        if not st.answered:
+            if not await self.ari("answer", ari.answer(st.channel_id)):
+                # Never leave a call stranded between a buyer and an unanswered caller.
+                await self.end_call("normal", "could not answer the caller")
+                return
+            st.answered = True
+            self.ctx.record(st, "answered")
+        try:
+            if st.bridge_id is None:
+                bridge_id = f"kp-{st.call_id}"
+                await ari.create_bridge(bridge_type="mixing,dtmf_events", bridge_id=bridge_id,
+                                        name=f"call {st.call_id}")
+                st.bridge_id = bridge_id
+                await ari.add_channel(bridge_id, st.channel_id,
+                                      absorb_dtmf=self.absorbs_digits("caller"))
+            await ari.add_channel(st.bridge_id, channel_id,
+                                  absorb_dtmf=self.absorbs_digits("buyer"))
+        except GONE:
+            return  # a leg hung up meanwhile: its StasisEnd decides what happens next
+        except AriError as exc:
+            self.ctx.record(st, "error", leg="buyer", request="bridge", error=str(exc))
+            await self._buyer_failed(channel_id, "could not bridge")
+            return
+        st.buyer_entered_at = self.ctx.clock()
+        st.move(Stage.BRIDGED)
+        self.ctx.record(st, "bridged", leg="buyer", buyer=st.buyer, bridge=st.bridge_id)
+
+    def absorbs_digits(self, leg: str) -> bool:
+        """Whether the leg's digits are kept from the other party: when key press flows
+        listen on that leg and their group does not pass digits through."""
+        if leg == "caller":
+            number = self.number()
+            name = number.flow_group if number and number.keypress_controls else None
+        else:
+            buyer = self.buyer()
+            name = buyer.flow_group if buyer and buyer.forwards_to_external_agent else None
+        group = self.group(name)
+        return group is not None and not group.pass_through_digits
+
+    async def _no_buyer(self) -> None:
+        st = self.st
+        await self._caller_stops_ringing()
+        self.ctx.record(st, "no_buyer_available", tried=list(st.tried))
+        st.disposition = NO_BUYER
+        st.dirty = True
+        self.ctx.record(st, "disposition", disposition=NO_BUYER)
+        router = self.router()
+        if router is not None and router.no_buyer_prompt:
+            if not st.answered and await self.ari("answer", self.ctx.ari.answer(st.channel_id)):
+                st.answered = True
+            playback_id = f"kp-{uuid.uuid4().hex}"
+            st.final_playback_id = playback_id
+            st.move(Stage.ENDING)
+            if await self.ari("play", self.ctx.ari.play(st.channel_id, router.no_buyer_prompt,
+                                                         playback_id=playback_id)):
+                self.ctx.record(st, "prompt_started", media=router.no_buyer_prompt,
+                                purpose="no buyer available")
+                return
+        await self.end_call("normal" if st.answered else "congestion", "no buyer available")
+
+    async def final_prompt_finished(self) -> None:
+        self.st.final_playback_id = None
+        await self.end_call("normal", "no buyer available")
+
+    # ---- what the caller hears while buyers ring ---------------------------------------
+
+    async def _caller_hears_ringing(self) -> None:
+        if self._ringing:
+            return
+        self._ringing = True
+        ari, caller = self.ctx.ari, self.st.channel_id
+        if self.ctx.settings.while_dialling == "moh":
+            await self.ari("start music", ari.start_moh(caller))
+        else:
+            await self.ari("ring", ari.ring(caller))
+
+    async def _caller_stops_ringing(self) -> None:
+        if not self._ringing:
+            return
+        self._ringing = False
+        ari, caller = self.ctx.ari, self.st.channel_id
+        if self.ctx.settings.while_dialling == "moh":
+            await self.ari("stop music", ari.stop_moh(caller))
+        else:
+            await self.ari("stop ringing", ari.ring_stop(caller))
+
+    # ---- ending ----------------------------------------------------------------------------
+
+    async def _hangup_leg(self, channel_id: str) -> None:
+        await self.ari("hangup buyer leg", self.ctx.ari.hangup(channel_id), leg="buyer")
+
+    def _release_leg(self, channel_id: str) -> str | None:
+        """Forget a buyer leg: its buyer's live count drops, its events stop reaching the
+        call. Returns the buyer, or None if the leg was already released."""
+        buyer = self.st.live_buyer_legs.pop(channel_id, None)
+        if buyer is not None:
+            self.ctx.load.release(buyer)
+            self.host.detach(channel_id)
+            self.st.dirty = True
+        return buyer
+
+    async def drop_buyer_legs(self, why: str) -> None:
+        """Hang up every live buyer leg."""
+        st = self.st
+        for channel_id in list(st.live_buyer_legs):
+            buyer = self._release_leg(channel_id)
+            if channel_id == st.buyer_channel:
+                st.buyer_channel = None
+                self.ctx.record(st, "buyer_dropped", leg="buyer", buyer=buyer, reason=why)
+            await self._hangup_leg(channel_id)
+        st.buyer_entered_at = None
+
+    async def end_call(self, cause: str, why: str) -> None:
+        st = self.st
+        if st.stage is Stage.ENDED:
+            return
+        self.cancel_timer()
+        st.ended_by = st.ended_by or "daemon"
+        st.move(Stage.ENDING)
+        self.ctx.record(st, "hangup", requested_by=st.ended_by, reason=why, cause=cause)
+        await self.drop_buyer_legs(why)
+        await self.ari("hangup", self.ctx.ari.hangup(st.channel_id, reason=cause))
+        await self._destroy_bridge()
+
+    async def _destroy_bridge(self) -> None:
+        st = self.st
+        if st.bridge_id is not None:
+            bridge_id, st.bridge_id = st.bridge_id, None
+            await self.ari("destroy bridge", self.ctx.ari.destroy_bridge(bridge_id))
+
+    async def buyer_leg_gone(self, channel_id: str, *, destroyed: bool, cause: int | None = None,
+                             cause_txt: str | None = None) -> None:
+        """A buyer leg left Stasis (StasisEnd) or was destroyed (ChannelDestroyed)."""
+        st = self.st
+        if channel_id == st.buyer_channel and st.stage is Stage.ROUTING:
+            if not destroyed:
+                return  # its ChannelDestroyed follows, with the cause that says why
+            status = CAUSE_STATUS.get(cause or 0, cause_txt or "ended before answering")
+            await self._buyer_failed(channel_id, status, cause=cause)
+            return
+        buyer = self._release_leg(channel_id)
+        if buyer is None or channel_id != st.buyer_channel:
+            return  # a leg we dropped or gave up on
+        st.buyer_channel = None
+        if st.stage is Stage.BRIDGED:
+            self.ctx.record(st, "buyer_hangup", leg="buyer", buyer=buyer)
+            st.ended_by = st.ended_by or "buyer"
+            await self.end_call("normal", "the buyer hung up")
+
+    async def caller_gone(self) -> None:
+        """The caller's channel left Stasis: clean up every other leg and the bridge."""
+        await self._caller_stops_ringing()
+        await self.drop_buyer_legs("the caller hung up")
+        await self._destroy_bridge()

@@ -1,0 +1,146 @@
+"""Routes events to calls: channel id -> Call, each call's events handled in order.
+
+Calls never wait for each other: each has its own small queue, drained by a task that
+exists only while the call has events pending. The stream callback only appends and, if
+needed, starts that task; it never awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+import structlog
+
+from keypress_ari.ari import events as ev
+from keypress_ari.calls.base import TimerFired
+from keypress_ari.calls.call import Call, new_call_id
+from keypress_ari.calls.context import CallContext
+from keypress_ari.calls.resync import ChannelVanished, Resumed
+from keypress_ari.calls.state import CallState
+from keypress_ari.calls.timing import DtmfLatency
+
+log = structlog.get_logger("keypress.dispatcher")
+
+
+class _Slot:
+    """A call and its pending events."""
+
+    __slots__ = ("call", "draining", "pending")
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.pending: deque[tuple[object, float]] = deque()  # (event, arrival perf_counter)
+        self.draining = False
+
+
+def channel_of(event: object) -> str | None:
+    """The channel an event concerns (the call's own timers included)."""
+    if isinstance(event, TimerFired | ChannelVanished | Resumed):
+        return event.channel_id
+    return ev.channel_id_of(event)  # type: ignore[arg-type]  # any other object: None
+
+
+class Dispatcher:
+    def __init__(self, ctx: CallContext) -> None:
+        self.ctx = ctx
+        self._slots: dict[str, _Slot] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.accepting = True
+        # When the event being delivered arrived (the stream's frame time, perf_counter).
+        self.arrival_clock: Callable[[], float] = time.perf_counter
+
+    @property
+    def active_calls(self) -> int:
+        return len({id(slot) for slot in self._slots.values()})
+
+    def calls(self) -> list[Call]:
+        seen: dict[int, Call] = {}
+        for slot in self._slots.values():
+            seen.setdefault(id(slot), slot.call)
+        return list(seen.values())
+
+    def on_event(self, event: object) -> None:
+        """The stream's callback: find (or open) the call and queue the event for it."""
+        channel_id = channel_of(event)
+        if channel_id is None:
+            return
+        slot = self._slots.get(channel_id)
+        if slot is None:
+            if not isinstance(event, ev.StasisStart) or not self.accepting:
+                return
+            state = CallState(call_id=new_call_id(), channel_id=channel_id)
+            slot = _Slot(Call(self.ctx, state, self))
+            self._slots[channel_id] = slot
+        slot.pending.append((event, self.arrival_clock()))
+        if not slot.draining:
+            slot.draining = True
+            task = asyncio.get_running_loop().create_task(self._drain(channel_id, slot))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def adopt(self, state: CallState) -> Call:
+        """Take over a call from its persisted state (a restarted daemon); it resumes at once."""
+        call = Call(self.ctx, state, self)
+        slot = _Slot(call)
+        self._slots[state.channel_id] = slot
+        for channel_id, buyer in state.live_buyer_legs.items():
+            self._slots[channel_id] = slot
+            self.ctx.load.acquire(buyer)
+        self.on_event(Resumed(state.channel_id, adopted=True))
+        return call
+
+    # ---- CallHost: what calls ask of their dispatcher -----------------------------------
+
+    def post(self, event: object) -> None:
+        self.on_event(event)
+
+    def attach(self, channel_id: str, call: Call) -> None:
+        slot = self._slots.get(call.st.channel_id)
+        if slot is not None:
+            self._slots[channel_id] = slot
+
+    def detach(self, channel_id: str) -> None:
+        slot = self._slots.get(channel_id)
+        if slot is not None and slot.call.st.channel_id != channel_id:
+            del self._slots[channel_id]
+
+    async def _drain(self, channel_id: str, slot: _Slot) -> None:
+        call = slot.call
+        # Every log line of this handling (and of tasks it starts) names the call and its
+        # caller channel. This task is the call's own (a fresh context), so the bindings
+        # cannot leak into another call.
+        structlog.contextvars.bind_contextvars(call_id=call.st.call_id,
+                                               channel_id=call.st.channel_id)
+        try:
+            while slot.pending:
+                event, arrived = slot.pending.popleft()
+                is_digit = isinstance(event, ev.ChannelDtmfReceived)
+                if is_digit:
+                    DtmfLatency.mark(arrived)
+                try:
+                    await call.handle(event)
+                except Exception:
+                    log.exception("error handling an event", event=type(event).__name__)
+                    call.ctx.record(call.st, "error", request="handle " + type(event).__name__,
+                                    error="internal error, see the daemon log")
+                if is_digit:
+                    DtmfLatency.clear()
+        finally:
+            slot.draining = False
+            if call.ended:
+                for leg in [*list(call.st.legs.values()), channel_id]:
+                    if self._slots.get(leg) is slot:
+                        del self._slots[leg]
+
+    async def idle(self, timeout: float) -> bool:
+        """Wait until no call has events being handled (used when stopping)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._tasks:
+                    await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,120 @@
+"""Bringing the daemon's calls in line with what Asterisk has: after the events websocket
+reconnects, and when a restarted daemon adopts the calls still in its Stasis app.
+
+Asterisk does not queue events while nobody is connected, so what happened meanwhile is read
+back: ``GET /channels`` against the calls in memory. A call whose channel vanished is closed
+with the reason; a call still up is told to resume (a timeout that came due meanwhile fires,
+a prompt that ended meanwhile counts as finished, a buyer who answered meanwhile is
+bridged). A channel in the app that no call knows (it entered while we were away) starts a
+call as if its StasisStart had just arrived; an orphan buyer leg is hung up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from keypress_ari.ari import events as ev
+from keypress_ari.ari.client import AriClient
+from keypress_ari.ari.errors import AriError
+from keypress_ari.calls.state import CallState
+
+log = structlog.get_logger("keypress.resync")
+
+OPEN_CALLS = "SELECT state FROM calls WHERE ended_at IS NULL AND state <> '{}'::jsonb"
+LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM call_events WHERE call_id = $1::uuid"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelVanished:
+    """A channel of a call is gone and its StasisEnd was never seen."""
+
+    channel_id: str
+    cause_txt: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """The call is back in touch with Asterisk: re-check what may have happened meanwhile."""
+
+    channel_id: str
+    adopted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncReport:
+    channels: int
+    vanished: int
+    resumed: int
+    started: int
+    orphans_hung_up: int
+    adopted: int = 0
+    closed: int = 0
+
+
+def stasis_args(channel: ev.Channel) -> tuple[str, list[str]] | None:
+    """(app, args) when the channel sits in a Stasis app, else None."""
+    dp = channel.dialplan
+    if dp is None or dp.app_name != "Stasis":
+        return None
+    app, *args = (dp.app_data or "").split(",")
+    return app, args
+
+
+async def resync(dispatcher: Any, ari: AriClient, app: str) -> ResyncReport:
+    """Compare the dispatcher's calls with Asterisk's channels and queue what follows."""
+    channels = {c.id: c for c in await ari.list_channels()}
+    vanished = resumed = started = orphans = 0
+    known: set[str] = set()
+    for call in dispatcher.calls():
+        ids = call.channel_ids()
+        known.update(ids)
+        for channel_id in ids:
+            if channel_id not in channels:
+                vanished += 1
+                dispatcher.on_event(ChannelVanished(channel_id, "gone while disconnected"))
+        dispatcher.on_event(Resumed(call.st.channel_id))
+        resumed += 1
+    now = datetime.now(UTC).isoformat()
+    for channel in channels.values():
+        where = stasis_args(channel)
+        if channel.id in known or where is None or where[0] != app:
+            continue
+        if where[1][:1] == ["buyer"]:
+            orphans += 1  # a leg of a call nobody holds any more
+            with contextlib.suppress(AriError):
+                await ari.hangup(channel.id)
+            continue
+        started += 1
+        dispatcher.on_event(ev.StasisStart(type="StasisStart", application=app, timestamp=now,
+                                           channel=channel, args=where[1]))
+    report = ResyncReport(len(channels), vanished, resumed, started, orphans)
+    log.info("resynced with Asterisk", channels=report.channels, vanished=vanished,
+             resumed=resumed, started=started, orphans_hung_up=orphans)
+    return report
+
+
+async def adopt_open_calls(dispatcher: Any, conn: Any) -> int:
+    """A restarted daemon takes back the calls PostgreSQL says are open (their snapshots).
+
+    Calls whose channels are gone are closed by the resync that follows (ChannelVanished).
+    """
+    adopted = 0
+    for row in await conn.fetch(OPEN_CALLS):
+        snap = row["state"]
+        state = CallState.from_snapshot(snap if isinstance(snap, dict) else _json(snap))
+        # Rows after the last persisted snapshot may exist: continue after the highest seq.
+        state.seq = max(state.seq, int(await conn.fetchval(LAST_SEQ, state.call_id)))
+        dispatcher.adopt(state)
+        adopted += 1
+    return adopted
+
+
+def _json(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}

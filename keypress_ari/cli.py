@@ -1,0 +1,128 @@
+"""The ``keypress-ari`` command: run the daemon, migrate, import/export flows, show calls,
+simulate a key press, manage the blocklist."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from keypress_ari import cli_admin
+from keypress_ari.config import ConfigError, Settings, load_settings
+from keypress_ari.flows.errors import CatalogError
+from keypress_ari.flows.yamlio import dump_catalog_yaml, load_catalog_yaml
+from keypress_ari.logs import configure_logging
+from keypress_ari.store import calls as calls_store
+from keypress_ari.store import catalog as catalog_store
+from keypress_ari.store.db import migrate
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="keypress-ari", description=__doc__)
+    p.add_argument("--config", type=Path, default=None,
+                   help="TOML settings file (default $KEYPRESS_CONFIG or "
+                        "/etc/keypress-ari/keypress-ari.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the daemon (the Stasis app)")
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    db.add_parser("migrate", help="apply pending migrations (idempotent)")
+    flows = sub.add_parser("flows", help="flow groups, flows, routers, buyers, numbers")
+    fsub = flows.add_subparsers(dest="action", required=True)
+    imp = fsub.add_parser("import", help="upsert a YAML file in one transaction")
+    imp.add_argument("file", type=Path)
+    fsub.add_parser("export", help="print everything as YAML")
+    calls = sub.add_parser("calls", help="the call log").add_subparsers(dest="action",
+                                                                        required=True)
+    show = calls.add_parser("show", help="a call's timeline")
+    show.add_argument("call_id")
+    lst = calls.add_parser("list", help="recent calls")
+    lst.add_argument("--number")
+    lst.add_argument("--channel", help="a channel id of any leg of the call")
+    lst.add_argument("--limit", type=int, default=20)
+    cli_admin.add_list_filters(lst)
+    cli_admin.add_parsers(sub)
+    return p
+
+
+async def _with_conn(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+    conn = await asyncpg.connect(settings.database.dsn.get_secret_value())
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+async def _migrate(conn: Any) -> int:
+    applied = await migrate(conn)
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+def _import(path: Path) -> Callable[[Any], Awaitable[int]]:
+    """Validate the file first (no database needed for that), then import it."""
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise CatalogError(str(path), "", f"cannot read: {exc.strerror}") from None
+    catalog = load_catalog_yaml(text, str(path), partial=True)
+
+    async def work(conn: Any) -> int:
+        summary = await catalog_store.import_catalog(conn, catalog, source=str(path))
+        print(f"imported {path}: {summary}")
+        return 0
+    return work
+
+
+async def _export(conn: Any) -> int:
+    sys.stdout.write(dump_catalog_yaml(await catalog_store.load_catalog(conn)))
+    return 0
+
+
+def _show(call_id: str) -> Callable[[Any], Awaitable[int]]:
+    async def work(conn: Any) -> int:
+        call = await calls_store.get_call(conn, call_id)
+        if call is None:
+            print(f"no call {call_id}", file=sys.stderr)
+            return 1
+        print(calls_store.format_timeline(call, await calls_store.call_events(conn, call_id)))
+        return 0
+    return work
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        configure_logging(settings.log.level, settings.log.format)
+        if args.command == "run":
+            from keypress_ari.daemon import run_daemon
+
+            asyncio.run(run_daemon(settings))
+            return 0
+        work: Callable[[Any], Awaitable[int]]
+        if args.command == "db":
+            work = _migrate
+        elif args.command == "flows":
+            work = _import(args.file) if args.action == "import" else _export
+        elif args.command in cli_admin.COMMANDS:
+            work = cli_admin.work(args)
+        else:
+            work = _show(args.call_id) if args.action == "show" else cli_admin.list_calls(args)
+        return asyncio.run(_with_conn(settings, work))
+    except (ConfigError, CatalogError) as exc:
+        print(f"keypress-ari: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"keypress-ari: database: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

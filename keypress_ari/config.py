@@ -1,0 +1,160 @@
+"""Daemon settings: one object, resolved once at start.
+
+Sources, strongest first: ``KEYPRESS_*`` environment variables (nested with ``__``, e.g.
+``KEYPRESS_ARI__PASSWORD``), the TOML file, then the defaults below. A wrong or missing
+setting raises :class:`ConfigError` whose message is one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+DEFAULT_CONFIG_PATH = Path("/etc/keypress-ari/keypress-ari.toml")
+
+
+class ConfigError(Exception):
+    """A setting is wrong or missing; the message names it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AriSettings(_Section):
+    url: str = Field("http://127.0.0.1:8088/ari", pattern=r"^https?://[^/\s]+(/\S*)?$")
+    user: str = Field(min_length=1)
+    password: SecretStr
+    app: str = Field("keypress", pattern=r"^[A-Za-z0-9_.-]+$")
+    request_timeout: float = Field(5.0, gt=0, le=60)
+    reconnect_max_backoff: float = Field(5.0, gt=0, le=300)
+
+
+class DatabaseSettings(_Section):
+    dsn: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/keypress")
+    pool_size: int = Field(5, ge=1, le=100)
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+
+
+class CallSettings(_Section):
+    unknown_number_cause: Literal["unallocated", "normal", "rejected", "busy"] = "unallocated"
+    blocked_caller_cause: Literal["rejected", "busy", "normal", "unallocated"] = "rejected"
+    while_dialling: Literal["ring", "moh"] = "ring"  # what the caller hears while buyers ring
+    dtmf_dedup_ms: int = Field(50, ge=0, le=1000)  # same digit, same leg, within: a duplicate
+    max_presses_per_second: float = Field(5.0, gt=0, le=1000)  # per call, sustained
+    press_burst: int = Field(10, ge=1, le=10_000)  # presses allowed at once before limiting
+    log_batch_size: int = Field(500, ge=1, le=10_000)
+
+
+class AdminSettings(_Section):
+    """The admin HTTP API. It is served only when a token is set; it binds 127.0.0.1 unless
+    told otherwise."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8089, ge=0, le=65535)
+    token: SecretStr = SecretStr("")
+
+
+class WebhookSettings(_Section):
+    """Webhook delivery (flow ``actions``). ``secret`` keys the ``X-Keypress-Signature``
+    HMAC; when empty, requests are still signed (with an empty key) and the worker logs a
+    warning the first time it sends: set one whenever a flow has webhooks."""
+
+    secret: SecretStr = SecretStr("")
+    timeout: float = Field(5.0, gt=0, le=120)            # seconds for one attempt
+    max_attempts: int = Field(6, ge=1, le=100)           # then the webhook is marked dead
+    initial_backoff: float = Field(1.0, gt=0, le=3600)   # seconds before the 2nd attempt
+    max_backoff: float = Field(300.0, gt=0, le=86400)    # cap of the doubling backoff
+    poll_interval: float = Field(1.0, gt=0, le=300)      # outbox polling (rows from elsewhere)
+    concurrency: int = Field(10, ge=1, le=1000)          # requests in flight at most
+
+
+class JournalSettings(_Section):
+    """The local journal that keeps call log rows and webhook outbox entries while
+    PostgreSQL is unreachable (and across a crash): ``STATE_DIR/journal/``."""
+
+    state_dir: Path = Path("/var/lib/keypress-ari")
+    max_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024)  # then: loud error, kept in memory
+
+    @property
+    def directory(self) -> Path:
+        return self.state_dir / "journal"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KEYPRESS_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    ari: AriSettings | None = None  # required by `run`; db and flows commands do without
+    database: DatabaseSettings = DatabaseSettings()
+    log: LogSettings = LogSettings()
+    calls: CallSettings = CallSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    admin: AdminSettings = AdminSettings()
+    journal: JournalSettings = JournalSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's content arrives as init kwargs; environment variables win over it.
+        return (env_settings, init_settings)
+
+
+def load_settings(path: Path | None = None, *, require_file: bool | None = None) -> Settings:
+    """Read the TOML file (if any) and the environment; raise ConfigError naming the problem.
+
+    ``path`` None means the default path, which may be absent (environment-only setups);
+    an explicitly given path must exist.
+    """
+    explicit = path is not None
+    path = path or Path(os.environ.get("KEYPRESS_CONFIG", DEFAULT_CONFIG_PATH))
+    must_exist = explicit if require_file is None else require_file
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text("utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    elif must_exist:
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        env = "KEYPRESS_" + "__".join(str(p) for p in err["loc"]).upper()
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        raise ConfigError(f"{path}: {where}: {msg} (or set {env})") from None
+
+
+def require_ari(settings: Settings, path: Path | None = None) -> AriSettings:
+    """The ``[ari]`` section, which the daemon cannot run without."""
+    if settings.ari is None:
+        where = path or Path(os.environ.get("KEYPRESS_CONFIG", DEFAULT_CONFIG_PATH))
+        raise ConfigError(f"{where}: ari: section missing (or set KEYPRESS_ARI__USER and "
+                          "KEYPRESS_ARI__PASSWORD)")
+    return settings.ari

@@ -1,0 +1,391 @@
+"""The call log writer: calls and call_events leave the key press path through this queue.
+
+The hot path only appends a plain tuple to an in-memory deque (O(1), no await). One writer
+task drains it in order, in batches, each batch in one transaction; a failed batch stays at
+the head of the queue and is retried with backoff, so rows are neither lost nor reordered.
+Rows carry (call_id, seq) and are inserted with ON CONFLICT DO NOTHING, so a batch retried
+after an ambiguous failure is stored once.
+
+With a :class:`~keypress_ari.store.journal.Journal` (the daemon always has one), the writer
+first appends what is queued in memory to the journal (one fsync per batch), then writes the
+oldest journaled ops to PostgreSQL and acknowledges them once committed. While PostgreSQL is
+down the queue keeps moving to the journal, so memory stays small and a crash loses at most
+the ops queued since the last append (milliseconds); at start, :meth:`CallLogWriter.recover`
+opens the journal and :meth:`run` writes what it holds before anything newer. A full journal
+is logged at error level once per episode and counted (``journal_full_episodes``); the ops
+then stay in memory (never dropped) and the append is retried. Journaled ops recently
+appended are also kept in memory (bounded) so the normal path never reads the disk back.
+
+``WebhookQueued`` puts a webhook in the outbox (``migrations/004_outbox.sql``). A batch never
+ends just before one (it may grow past ``batch_size`` for that), so it commits in the same
+transaction as the op queued right before it: emit the key press row and then, with no
+``await`` in between, the webhooks it fired, and they commit together or not at all. After
+a batch holding one commits, ``on_outbox`` (set by the webhook worker) is called so delivery
+starts without polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from keypress_ari.store.journal import Journal, JournalFull
+
+log = structlog.get_logger("keypress.calllog")
+
+
+@dataclass(frozen=True, slots=True)
+class CallOpened:
+    call_id: str
+    number: str
+    caller_number: str
+    router: str | None
+    channel_id: str
+    stage: str
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    call_id: str
+    seq: int
+    at: datetime
+    leg: str | None
+    kind: str
+    digit: str | None
+    flow: str | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CallUpdated:
+    """New values for a call row; ``ended_at`` set means the call is closed."""
+
+    call_id: str
+    stage: str
+    tokens: dict[str, str]
+    legs: dict[str, str]
+    disposition: str | None
+    state: dict[str, Any]
+    ended_at: datetime | None = None
+    ended_by: str | None = None
+    end_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallerBlocked:
+    """A flow's block_caller action: the number goes on the blocklist."""
+
+    caller_number: str
+    reason: str
+    call_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookQueued:
+    """A rendered webhook to deliver (``webhooks.render.queued_op`` builds one). ``body`` is
+    the exact text that is signed and sent; ``idempotency_key`` a UUID, stable across retries
+    (a batch written twice stores the row once)."""
+
+    call_id: str
+    flow: str | None
+    url: str
+    method: str
+    headers: dict[str, str]
+    body: str
+    idempotency_key: str
+
+
+Op = CallOpened | CallEvent | CallUpdated | CallerBlocked | WebhookQueued
+
+_INSERT_CALL = """
+INSERT INTO calls (id, number, caller_number, router, channel_id, legs, stage, started_at)
+VALUES ($1::uuid, $2, $3, $4, $5, jsonb_build_object('caller', $5::text), $6, $7)
+ON CONFLICT (id) DO NOTHING"""
+
+_INSERT_EVENT = """
+INSERT INTO call_events (call_id, seq, at, leg, kind, digit, flow, detail)
+VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8::jsonb)
+ON CONFLICT (call_id, seq) DO NOTHING"""
+
+_UPDATE_CALL = """
+UPDATE calls SET stage = $2, tokens = $3::jsonb, legs = $4::jsonb, disposition = $5,
+       state = $6::jsonb,
+       ended_at = COALESCE($7, ended_at), ended_by = COALESCE($8, ended_by),
+       end_reason = COALESCE($9, end_reason)
+WHERE id = $1::uuid"""
+
+_UPSERT_BLOCK = """
+INSERT INTO blocklist (caller_number, reason, call_id) VALUES ($1, $2, $3::uuid)
+ON CONFLICT (caller_number) DO UPDATE SET reason = EXCLUDED.reason, call_id = EXCLUDED.call_id"""
+
+_INSERT_OUTBOX = """
+INSERT INTO webhook_outbox (call_id, flow, url, method, headers, body, idempotency_key)
+VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6, $7::uuid)
+ON CONFLICT (idempotency_key) DO NOTHING"""
+
+
+def _args(op: Op) -> tuple[str, tuple[Any, ...]]:
+    if isinstance(op, CallEvent):
+        return _INSERT_EVENT, (
+            op.call_id, op.seq, op.at, op.leg, op.kind, op.digit, op.flow,
+            json.dumps(op.detail, default=str),
+        )
+    if isinstance(op, CallOpened):
+        return _INSERT_CALL, (
+            op.call_id, op.number, op.caller_number, op.router, op.channel_id, op.stage,
+            op.started_at,
+        )
+    if isinstance(op, CallerBlocked):
+        return _UPSERT_BLOCK, (op.caller_number, op.reason, op.call_id)
+    if isinstance(op, WebhookQueued):
+        return _INSERT_OUTBOX, (
+            op.call_id, op.flow, op.url, op.method, json.dumps(op.headers), op.body,
+            op.idempotency_key,
+        )
+    return _UPDATE_CALL, (
+        op.call_id, op.stage, json.dumps(op.tokens), json.dumps(op.legs), op.disposition,
+        json.dumps(op.state, default=str), op.ended_at, op.ended_by, op.end_reason,
+    )
+
+
+def _is_webhook(op: Op) -> bool:
+    return isinstance(op, WebhookQueued)
+
+
+class CallLogWriter:
+    """Ordered, batched, retrying writer of call rows and call events."""
+
+    def __init__(self, pool: Any, *, batch_size: int = 500, max_backoff: float = 5.0,
+                 journal: Journal | None = None, mirror_limit: int = 20_000) -> None:
+        self._pool = pool
+        self._batch_size = batch_size
+        self._max_backoff = max_backoff
+        self._journal = journal
+        self._queue: deque[Op] = deque()  # with a journal: not yet journaled
+        # The batch being written. With a journal it is the journal's oldest unacknowledged
+        # ops, unless _direct: then it is the head of _queue (no journal, or it was full).
+        self._inflight: list[Op] = []
+        self._direct = False
+        # Journaled ops right after _inflight, kept in memory (at most mirror_limit).
+        self._mirror: deque[Op] = deque()
+        self._mirror_limit = mirror_limit
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._closing = False
+        self.written = 0
+        self.failures = 0
+        self.journal_full = False
+        self.journal_full_episodes = 0
+        self._listeners: list[Callable[[Op], None]] = []
+        # Called (no arguments, must not block) after a batch with outbox rows commits.
+        self.on_outbox: Callable[[], None] | None = None
+
+    def add_listener(self, listener: Callable[[Op], None]) -> None:
+        """Call ``listener`` with every op as it is queued (metrics, tests). Must not block."""
+        self._listeners.append(listener)
+
+    def emit(self, op: Op) -> None:
+        """Queue one op; never blocks, never awaits."""
+        self._queue.append(op)
+        for listener in self._listeners:
+            listener(op)
+        self._drained.clear()
+        self._wakeup.set()
+
+    @property
+    def backlog(self) -> int:
+        """Ops not yet in PostgreSQL: in memory and in the journal."""
+        return len(self._queue) + self.journal_backlog
+
+    @property
+    def journal_backlog(self) -> int:
+        """Ops journaled and not yet in PostgreSQL."""
+        return self._journal.unacked if self._journal is not None else 0
+
+    async def recover(self) -> int:
+        """Open the journal (if any); what it holds is written by :meth:`run` before any
+        op queued since. Returns the number of ops to replay."""
+        journal = self._journal
+        if journal is None:
+            return 0
+        if not journal.is_open:
+            await asyncio.to_thread(journal.open)
+        if journal.unacked:
+            log.warning("call log journal holds ops not yet in PostgreSQL; replaying them",
+                        ops=journal.unacked, bytes=journal.size_bytes)
+            self._drained.clear()
+            self._wakeup.set()
+        return journal.unacked
+
+    async def run(self) -> None:
+        """Drain the queue (and the journal) until :meth:`close` is called and everything is
+        written. Closes the journal when it returns or is cancelled."""
+        try:
+            await self.recover()
+            await self._run()
+        finally:
+            if self._journal is not None:
+                self._journal.close()  # waits for an append still running in its thread
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            if self._journal is not None and not self._direct:
+                await self._spill()
+            if not self._inflight and not await self._next_batch():
+                self._drained.set()
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = self._inflight
+            try:
+                await self._write(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                log.error("call log write failed; will retry", error=str(exc),
+                          backlog=self.backlog, retry_in=round(backoff, 2))
+                await self._pause(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            backoff = 0.05
+            await self._done(batch)
+            if self.on_outbox is not None and any(isinstance(op, WebhookQueued) for op in batch):
+                try:
+                    self.on_outbox()
+                except Exception as exc:  # a hook must never stop the writer
+                    log.error("on_outbox hook failed", error=str(exc))
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait before retrying; meanwhile new ops still go to the journal as they come, so
+        memory stays small and a crash loses nothing older than one append."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            if self._journal is not None and not self._direct and not self.journal_full:
+                await self._spill()
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), left)
+            except TimeoutError:
+                return
+
+    def _take(self, size: int) -> list[Op]:
+        """The head of the queue, at most ``size`` ops unless a webhook follows (it commits
+        with the op queued before it: its key press)."""
+        queue = self._queue
+        size = min(size, len(queue))
+        while size < len(queue) and isinstance(queue[size], WebhookQueued):
+            size += 1
+        return [queue[i] for i in range(size)]
+
+    async def _next_batch(self) -> bool:
+        """Pick the next batch into ``_inflight``; False when there is nothing to write."""
+        journal = self._journal
+        if journal is not None and journal.unacked:
+            if self._mirror:
+                batch = [self._mirror.popleft()]
+                while self._mirror and (len(batch) < self._batch_size
+                                        or _is_webhook(self._mirror[0])):
+                    batch.append(self._mirror.popleft())
+            else:
+                batch = await asyncio.to_thread(journal.read, self._batch_size, _is_webhook)
+            self._inflight = batch
+            return True
+        if self._queue:  # no journal, or it refused the queue (full): write from memory
+            self._inflight = self._take(self._batch_size)
+            self._direct = True
+            return True
+        return False
+
+    async def _spill(self) -> None:
+        """Append what is queued in memory to the journal, in batches."""
+        journal = self._journal
+        assert journal is not None
+        while self._queue:
+            batch = self._take(self._batch_size)
+            mirrored = len(self._inflight) + len(self._mirror) == journal.unacked
+            try:
+                await asyncio.to_thread(journal.append, batch)
+            except (JournalFull, OSError) as exc:
+                self._full(exc)
+                return
+            for _ in batch:
+                self._queue.popleft()
+            if mirrored and len(self._mirror) + len(batch) <= self._mirror_limit:
+                self._mirror.extend(batch)
+        if self.journal_full:  # the episode ends when memory holds nothing unjournaled
+            self.journal_full = False
+            log.warning("call log journal has room again", backlog=self.backlog)
+
+    def _full(self, exc: Exception) -> None:
+        if self.journal_full:
+            return
+        self.journal_full = True
+        self.journal_full_episodes += 1
+        journal = self._journal
+        assert journal is not None
+        log.error("CALL LOG JOURNAL FULL: ops stay in memory (not dropped) until PostgreSQL "
+                  "takes the journal's backlog; a crash now would lose them",
+                  error=str(exc), memory_backlog=len(self._queue),
+                  journal_backlog=journal.unacked, journal_bytes=journal.size_bytes,
+                  max_bytes=journal.max_bytes)
+
+    async def _done(self, batch: list[Op]) -> None:
+        """``batch`` (``_inflight``) is committed in PostgreSQL."""
+        if self._direct:
+            for _ in batch:
+                self._queue.popleft()
+            self._direct = False
+        elif self._journal is not None:
+            try:
+                await asyncio.to_thread(self._journal.acknowledge, len(batch))
+            except OSError as exc:  # the position is advanced in memory all the same
+                log.error("call log journal: cannot record the written position; those ops "
+                          "may be replayed after a restart (harmless)", error=str(exc))
+        self._inflight = []
+        self.written += len(batch)
+
+    async def _write(self, batch: list[Op]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Consecutive ops of the same statement go in one executemany; order is kept.
+            run_sql: str | None = None
+            run_args: list[tuple[Any, ...]] = []
+            for op in batch:
+                sql, args = _args(op)
+                if sql is not run_sql and run_args:
+                    await conn.executemany(run_sql, run_args)
+                    run_args = []
+                run_sql = sql
+                run_args.append(args)
+            if run_args and run_sql is not None:
+                await conn.executemany(run_sql, run_args)
+
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued op is written; False if ``timeout`` passed first."""
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Ask :meth:`run` to return once the queue is empty."""
+        self._closing = True
+        self._wakeup.set()

@@ -1,0 +1,1 @@
+"""Webhook actions: rendering (``render``) and delivery through the outbox (``worker``)."""

@@ -1,0 +1,1 @@
+"""Test support: a real Asterisk, the test caller, the daemon under test."""

@@ -1,0 +1,63 @@
+"""A smoke run of the in-process benchmarks (bench/), so that `make bench` cannot rot.
+
+Tiny sizes (a few hundred presses, seconds): it asserts only that the figures are produced
+and well formed, never a timing goal. The fake ARI runs as a subprocess on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import structlog
+
+from bench import inprocess
+from bench.run import table
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Any:
+    """The benchmark configures structlog for itself; later tests get the defaults back."""
+    yield
+    structlog.reset_defaults()
+
+
+def _well_formed(summary: dict[str, Any], n: int) -> None:
+    assert summary["n"] == n
+    for key in ("p50_ms", "p99_ms", "max_ms", "mean_ms"):
+        value = summary[key]
+        assert isinstance(value, float) and math.isfinite(value) and value >= 0, (key, value)
+    assert summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+
+
+async def test_inprocess_benchmarks_produce_well_formed_figures() -> None:
+    result = await inprocess.run_inprocess(
+        latency_calls=[1, 10], presses=60, press_rate=300.0, bridged_calls=40,
+        rates=[60.0, 120.0], step_seconds=0.5, p99_limit_ms=1000.0, log=lambda _: None,
+        pin=False)  # the test run keeps its CPUs
+
+    latency = result["latency"]
+    assert [row["live_calls"] for row in latency] == [1, 10]
+    for row in latency:
+        assert row["presses_sent"] == row["presses_answered"] == 60  # none lost
+        _well_formed(row["daemon"], 60)
+        _well_formed(row["wire"], 60)
+        assert len(row["samples_ms"]) == 60
+        assert isinstance(row["rss_per_call_bytes"], float)
+
+    throughput = result["throughput"]
+    assert throughput["bridged_calls"] == 40
+    assert len(throughput["steps"]) >= 1
+    for step in throughput["steps"]:
+        assert step["sent"] == step["answered"] > 0
+        _well_formed(step["daemon"], step["answered"])
+        _well_formed(step["wire"], step["answered"])
+        assert step["achieved_per_s"] > 0
+    assert throughput["sustained_per_s"] >= 0
+
+    rendered = table({"inprocess": result, "command": "pytest", "started_at": "now",
+                      "seconds": 1.0, "machine": {"cpu": "x", "cores": 1, "memory_gib": 1,
+                                                  "kernel": "k", "python": "3",
+                                                  "versions": {}, "commit": "c"}})
+    assert "DTMF frame -> first REST request, 10 live calls" in rendered

@@ -1,0 +1,129 @@
+"""The daemon as a process, killed and restarted mid-call on the real Asterisk: a restarted
+daemon adopts the calls still in its Stasis app (a buyer can still press keys on a call that
+began before the restart), and SIGTERM drains: the call log and the webhook outbox are
+written before the process exits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from keypress_ari.ari.events import StasisStart
+from keypress_ari.flows.yamlio import load_catalog_yaml
+from keypress_ari.store.catalog import import_catalog
+from tests.support.buyers import TestBuyers
+from tests.support.process import daemon_env, free_port, spawn_daemon, until
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.pg]
+
+CATALOG = """
+flow_groups:
+  - name: agent
+    flows:
+      - key: "1"
+        disposition: sale
+        actions:
+          - webhook: {{url: "http://127.0.0.1:{port}/hook", body: {{d: "{{{{disposition}}}}"}}}}
+routers:
+  - {{name: live, request_key_press: false, buyers: [acme]}}
+buyers:
+  - {{name: acme, endpoint: "Local/acme@keypress-test-buyers/n",
+     forwards_to_external_agent: true, flow_group: agent}}
+numbers:
+  - {{number: "600", router: live}}
+"""
+
+
+def fetched(db: asyncpg.Pool, sql: str, *args: Any) -> Callable[[], Awaitable[Any]]:
+    """A condition for ``until``: the query's value."""
+    return lambda: db.fetchval(sql, *args)
+
+
+async def bridged_call(db: asyncpg.Pool, test_caller: Any) -> tuple[Any, Any, str]:
+    buyers = TestBuyers(test_caller)
+    call = await test_caller.place_call("600", wait_answer=False)
+    phone = await buyers.next_leg("acme")
+    await phone.answer()
+    await test_caller.wait_event(StasisStart, call.local_id)
+    call_id = await until(fetched(db, "SELECT id::text FROM calls WHERE channel_id = $1 "
+                                      "AND stage = 'bridged'", call.remote_id),
+                          10, "the call is bridged")
+    return call, phone, call_id
+
+
+async def test_a_restarted_daemon_adopts_a_bridged_call(
+        asterisk: Any, pg_dsn: str, db: asyncpg.Pool, test_caller: Any, tmp_path: Path) -> None:
+    async with db.acquire() as conn:
+        await import_catalog(conn, load_catalog_yaml(CATALOG.format(port=free_port()), "t"))
+    env, log = daemon_env(asterisk, pg_dsn, tmp_path / "state"), tmp_path / "daemon.log"
+    first = await spawn_daemon(env, log, test_caller.client)
+    try:
+        call, phone, call_id = await bridged_call(db, test_caller)
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    second = await spawn_daemon(env, log, test_caller.client)
+    try:
+        await until(fetched(db, "SELECT 1 FROM call_events WHERE call_id = $1::uuid "
+                                "AND kind = 'adopted'", call_id),
+                    10, "the restarted daemon adopted the call")
+        await phone.press("1")
+        await call.wait_hangup(10)
+        await phone.wait_hangup(10)
+        await until(fetched(db, "SELECT ended_at IS NOT NULL FROM calls WHERE id = $1::uuid",
+                            call_id), 10, "the call is closed")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 15)
+    rows = await db.fetch("SELECT seq, kind, leg, flow, detail FROM call_events "
+                          "WHERE call_id = $1::uuid AND seq IS NOT NULL ORDER BY seq", call_id)
+    seqs = [r["seq"] for r in rows]
+    assert seqs == list(range(1, len(seqs) + 1))  # no gap, no duplicate across the restart
+    kinds = [r["kind"] for r in rows]
+    assert kinds.index("bridged") < kinds.index("adopted") < kinds.index("key_press")
+    press = rows[kinds.index("key_press")]
+    assert (press["leg"], press["flow"]) == ("buyer", "agent/key 1 #1")
+    row = await db.fetchrow("SELECT disposition, ended_by FROM calls WHERE id = $1::uuid",
+                            call_id)
+    assert row["disposition"] == "sale" and row["ended_by"] == "daemon"
+    assert second.returncode == 0
+
+
+async def test_sigterm_flushes_the_log_and_keeps_the_webhook(
+        asterisk: Any, pg_dsn: str, db: asyncpg.Pool, test_caller: Any, tmp_path: Path) -> None:
+    async with db.acquire() as conn:  # the receiver is down: the webhook stays pending
+        await import_catalog(conn, load_catalog_yaml(CATALOG.format(port=free_port()), "t"))
+    env, log = daemon_env(asterisk, pg_dsn, tmp_path / "state"), tmp_path / "daemon.log"
+    daemon = await spawn_daemon(env, log, test_caller.client)
+    try:
+        call, phone, call_id = await bridged_call(db, test_caller)
+        await phone.press("1")
+        await call.wait_hangup(10)
+        daemon.send_signal(signal.SIGTERM)  # at once: rows may still be in the daemon's queue
+        await asyncio.wait_for(daemon.wait(), 15)
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            await daemon.wait()
+    assert daemon.returncode == 0
+    kinds = [r["kind"] for r in await db.fetch(
+        "SELECT kind FROM call_events WHERE call_id = $1::uuid AND seq IS NOT NULL ORDER BY seq",
+        call_id)]
+    assert kinds[-1] == "call_ended"
+    assert {"key_press", "webhook_queued", "disposition", "hangup"} <= set(kinds)
+    outbox = await db.fetchrow("SELECT status, body FROM webhook_outbox WHERE call_id = $1::uuid",
+                               call_id)
+    assert outbox["status"] == "pending" and json.loads(outbox["body"]) == {"d": "sale"}
+    stopped = [json.loads(line) for line in log.read_text().splitlines()
+               if line.startswith("{") and "daemon stopped" in line]
+    assert stopped

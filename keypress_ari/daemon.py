@@ -37,6 +37,7 @@ log = structlog.get_logger("keypress.daemon")
 
 CATALOG_CHANNEL = "keypress_catalog"
 BLOCKLIST_CHANNEL = "keypress_blocklist"
+ADOPT_FLUSH_TIMEOUT = 15.0  # seconds the first connection waits for the journal's replay
 CATALOG_CHECK_INTERVAL = 5.0  # seconds; a missed NOTIFY is caught up this late at worst
 
 
@@ -86,7 +87,8 @@ class Daemon:
         calllog = self.calllog
         self.metrics.set_call_log_source(lambda: calllog.backlog,
                                          lambda: float(calllog.journal_full),
-                                         lambda: calllog.journal_full_episodes)
+                                         lambda: calllog.journal_full_episodes,
+                                         rejected=lambda: calllog.rejected)
         self.calllog.add_listener(self.metrics.observe_op)
         self._tasks.append(asyncio.create_task(self.calllog.run(), name="calllog"))
         ws = s.webhooks
@@ -206,6 +208,12 @@ class Daemon:
         assert self.dispatcher is not None and self.ari is not None
         log.info("ARI events connected", app=self.ari_settings.app)
         if not self._adopted:
+            # The journal of a run stopped while PostgreSQL was down holds the newest state
+            # of its calls: let it reach PostgreSQL before reading the calls to adopt.
+            assert self.calllog is not None
+            if self.calllog.backlog and not await self.calllog.flush(ADOPT_FLUSH_TIMEOUT):
+                log.warning("adopting calls before the journal reached PostgreSQL; their "
+                            "newest state may be missing", backlog=self.calllog.backlog)
             async with self.pool.acquire() as conn:
                 adopted = await adopt_open_calls(self.dispatcher, conn)
             self._adopted = True

@@ -257,7 +257,7 @@ class DaemonMetrics:
 
     def __init__(self, calls_active: Callable[[], float] | None = None) -> None:
         self._webhook_source: Callable[[], Mapping[str, float]] | None = None
-        self._journal_full_source: Callable[[], float] | None = None
+        self._counter_sources: list[tuple[Counter, Callable[[], float]]] = []  # read at render
         self.journal_full_total: Counter | None = None
         r = self.registry = Registry()
         self.calls_active = r.gauge("keypress_calls_active", "Calls in progress in this daemon.")
@@ -283,10 +283,12 @@ class DaemonMetrics:
 
     def set_call_log_source(self, backlog: Callable[[], float],
                             journal_full: Callable[[], float],
-                            journal_full_episodes: Callable[[], float]) -> None:
+                            journal_full_episodes: Callable[[], float],
+                            rejected: Callable[[], float] | None = None) -> None:
         """Read the call log writer's state at every scrape: ops not yet in PostgreSQL
-        (memory + journal), whether the journal is full, how often it became full. The
-        families are registered here, so a daemon without a writer does not show them."""
+        (memory + journal), whether the journal is full, how often it became full, how many
+        ops PostgreSQL rejected (set aside). The families are registered here, so a daemon
+        without a writer does not show them."""
         r = self.registry
         r.gauge("keypress_call_log_backlog",
                 "Call log ops not yet in PostgreSQL (in memory and in the journal)."
@@ -294,9 +296,13 @@ class DaemonMetrics:
         r.gauge("keypress_journal_full",
                 "1 while the call log journal is full (ops wait in memory).").set_function(
                     journal_full)
-        self._journal_full_source = journal_full_episodes
         self.journal_full_total = r.counter(
             "keypress_journal_full_total", "Times the call log journal became full.")
+        self._counter_sources.append((self.journal_full_total, journal_full_episodes))
+        if rejected is not None:
+            self._counter_sources.append((r.counter(
+                "keypress_call_log_rejected_total",
+                "Call log ops PostgreSQL rejected, set aside in rejected-ops.jsonl."), rejected))
 
     def observe_op(self, op: object) -> None:
         """Count key presses and call control actions from one call log op (never raises)."""
@@ -331,9 +337,9 @@ class DaemonMetrics:
         self.dtmf_to_ari.observe(seconds)
 
     def render(self) -> str:
-        if self._journal_full_source is not None and self.journal_full_total is not None:
+        for counter, source in self._counter_sources:
             with contextlib.suppress(Exception):  # a broken source must not break the scrape
-                self.journal_full_total.labels().value = float(self._journal_full_source())
+                counter.labels().value = float(source())
         if self._webhook_source is not None:
             try:
                 counts = dict(self._webhook_source())

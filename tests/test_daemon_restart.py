@@ -127,3 +127,21 @@ async def test_sigterm_flushes_the_log_and_keeps_the_webhook(
     stopped = [json.loads(line) for line in log.read_text().splitlines()
                if line.startswith("{") and "daemon stopped" in line]
     assert stopped
+
+
+async def test_resync_destroys_bridges_a_stopped_run_left(test_caller: Any,
+                                                          daemon_factory: Any) -> None:
+    """A run that stopped while a call was bridged leaves its (empty) bridge in Asterisk;
+    the next run's resync destroys bridges of ours that no call holds, and no others."""
+    client = test_caller.client
+    await client.create_bridge(bridge_id="kp-left-by-a-stopped-run")
+    await client.create_bridge(bridge_id="someone-elses-bridge")
+    try:
+        kp = await daemon_factory()
+        await kp.daemon.wait_resyncs(1, 10)
+        ids = {b.id for b in await client.list_bridges()}
+        assert "kp-left-by-a-stopped-run" not in ids
+        assert "someone-elses-bridge" in ids
+    finally:
+        for bridge in await client.list_bridges():
+            await client.destroy_bridge(bridge.id)

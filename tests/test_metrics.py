@@ -97,6 +97,21 @@ def test_webhook_counts_can_be_read_at_scrape_time() -> None:
     assert s[("keypress_webhook_deliveries_total", (("outcome", "delivered"),))] == 6
 
 
+def test_call_log_state_is_read_at_scrape_time() -> None:
+    state = {"backlog": 3.0, "full": 0.0, "episodes": 1.0, "rejected": 0.0}
+    m = DaemonMetrics()
+    m.set_call_log_source(lambda: state["backlog"], lambda: state["full"],
+                          lambda: state["episodes"], rejected=lambda: state["rejected"])
+    types, s = parse(m.render())
+    assert types["keypress_call_log_rejected_total"] == "counter"
+    assert s[("keypress_call_log_rejected_total", ())] == 0
+    state["rejected"] = 2
+    _, s = parse(m.render())
+    assert s[("keypress_call_log_rejected_total", ())] == 2
+    assert s[("keypress_journal_full_total", ())] == 1
+    assert s[("keypress_call_log_backlog", ())] == 3
+
+
 def test_histogram_buckets_are_cumulative_with_inf_sum_and_count() -> None:
     m = DaemonMetrics()
     for seconds in (0.00005, 0.0004, 0.003, 0.003, 2.0):

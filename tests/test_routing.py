@@ -60,15 +60,19 @@ async def kp(daemon: RunningDaemon) -> RunningDaemon:
     return daemon
 
 
-
-
-
-
 async def nothing_left(ari: AriClient, timeout: float = 5.0) -> None:
     """Wait (bounded) until Asterisk has no channel and no bridge left."""
+    left: list[str] = []
+
     async def empty() -> bool:
-        return not await ari.list_channels() and not await ari.list_bridges()
-    await until(empty, timeout, "no channel and no bridge left")
+        channels, bridges = await ari.list_channels(), await ari.list_bridges()
+        left[:] = [f"channel {c.name} ({c.id}, {c.state})" for c in channels] + [
+            f"bridge {b.id}" for b in bridges]
+        return not left
+    try:
+        await until(empty, timeout, "no channel and no bridge left")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {left}") from None
 
 
 def buyers_in(events: list[Any], kind: str) -> list[tuple[str, str | None]]:

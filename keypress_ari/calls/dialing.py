@@ -70,8 +70,11 @@ class Dialing(CallBase):
                                               channel_id=channel_id, originator=st.channel_id)
         except AriError as exc:
             await self._buyer_failed(channel_id, f"could not create the leg: {exc}")
+            return
         # The leg is dialled once it is in Stasis (its StasisStart): a dial sent before
-        # that is refused with 409.
+        # that is refused with 409. Should that event never come, the timer moves on.
+        wait = buyer.ring_timeout + DIAL_GRACE
+        self.start_timer(wait, time.time() + wait)
 
     async def buyer_leg_ready(self, channel_id: str) -> None:
         """The buyer leg entered Stasis: dial it."""

@@ -55,6 +55,7 @@ class ResyncReport:
     orphans_hung_up: int
     adopted: int = 0
     closed: int = 0
+    bridges_destroyed: int = 0
 
 
 def stasis_args(channel: ev.Channel) -> tuple[str, list[str]] | None:
@@ -93,10 +94,31 @@ async def resync(dispatcher: Any, ari: AriClient, app: str) -> ResyncReport:
         started += 1
         dispatcher.on_event(ev.StasisStart(type="StasisStart", application=app, timestamp=now,
                                            channel=channel, args=where[1]))
-    report = ResyncReport(len(channels), vanished, resumed, started, orphans)
+    bridges = await _destroy_orphan_bridges(dispatcher, ari, set(channels))
+    report = ResyncReport(len(channels), vanished, resumed, started, orphans,
+                          bridges_destroyed=bridges)
     log.info("resynced with Asterisk", channels=report.channels, vanished=vanished,
-             resumed=resumed, started=started, orphans_hung_up=orphans)
+             resumed=resumed, started=started, orphans_hung_up=orphans,
+             orphan_bridges_destroyed=bridges)
     return report
+
+
+async def _destroy_orphan_bridges(dispatcher: Any, ari: AriClient, channels: set[str]) -> int:
+    """Destroy the bridges of ours (``kp-`` ids) that no call holds and that hold no
+    channel of a call (left by a run that stopped before its calls ended)."""
+    # A call's bridge is always kp-<call id>, held even before its create request returns.
+    held = {f"kp-{call.st.call_id}" for call in dispatcher.calls()}
+    known = {cid for call in dispatcher.calls() for cid in call.channel_ids()}
+    destroyed = 0
+    with contextlib.suppress(AriError):
+        for bridge in await ari.list_bridges():
+            if (not bridge.id.startswith("kp-") or bridge.id in held
+                    or any(c in known and c in channels for c in bridge.channels)):
+                continue
+            with contextlib.suppress(AriError):
+                await ari.destroy_bridge(bridge.id)
+                destroyed += 1
+    return destroyed
 
 
 async def adopt_open_calls(dispatcher: Any, conn: Any) -> int:

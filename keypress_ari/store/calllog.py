@@ -22,6 +22,10 @@ transaction as the op queued right before it: emit the key press row and then, w
 ``await`` in between, the webhooks it fired, and they commit together or not at all. After
 a batch holding one commits, ``on_outbox`` (set by the webhook worker) is called so delivery
 starts without polling.
+
+A failed batch is retried, unless PostgreSQL *rejects the data* of an op: then the ops it
+refuses are set aside loudly and the others committed in order (:mod:`.rejects`), so one
+poison op cannot stop the log.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 import structlog
 
 from keypress_ari.store.journal import Journal, JournalFull
+from keypress_ari.store.rejects import Isolation
 
 log = structlog.get_logger("keypress.calllog")
 
@@ -56,7 +61,7 @@ class CallOpened:
 @dataclass(frozen=True, slots=True)
 class CallEvent:
     call_id: str
-    seq: int
+    seq: int | None  # None: not one of the call's numbered events (e.g. log_rejected)
     at: datetime
     leg: str | None
     kind: str
@@ -184,6 +189,9 @@ class CallLogWriter:
         self._closing = False
         self.written = 0
         self.failures = 0
+        self._isolation = Isolation(  # when PostgreSQL rejects an op's data
+            self._write, attached=_is_webhook, event=CallEvent,
+            directory=journal.directory if journal is not None else None)
         self.journal_full = False
         self.journal_full_episodes = 0
         self._listeners: list[Callable[[Op], None]] = []
@@ -201,6 +209,11 @@ class CallLogWriter:
             listener(op)
         self._drained.clear()
         self._wakeup.set()
+
+    @property
+    def rejected(self) -> int:
+        """Ops PostgreSQL refused, set aside (rejects.py)."""
+        return self._isolation.rejected
 
     @property
     def backlog(self) -> int:
@@ -251,10 +264,12 @@ class CallLogWriter:
                 continue
             batch = self._inflight
             try:
-                await self._write(batch)
+                written = await self._isolation.write(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._isolation.settled:  # isolating it got that far: those are done
+                    await self._done(batch[:self._isolation.settled], self._isolation.written)
                 self.failures += 1
                 log.error("call log write failed; will retry", error=str(exc),
                           backlog=self.backlog, retry_in=round(backoff, 2))
@@ -262,12 +277,7 @@ class CallLogWriter:
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             backoff = 0.05
-            await self._done(batch)
-            if self.on_outbox is not None and any(isinstance(op, WebhookQueued) for op in batch):
-                try:
-                    self.on_outbox()
-                except Exception as exc:  # a hook must never stop the writer
-                    log.error("on_outbox hook failed", error=str(exc))
+            await self._done(batch, written)
 
     async def _pause(self, seconds: float) -> None:
         """Wait before retrying; meanwhile new ops still go to the journal as they come, so
@@ -347,20 +357,26 @@ class CallLogWriter:
                   journal_backlog=journal.unacked, journal_bytes=journal.size_bytes,
                   max_bytes=journal.max_bytes)
 
-    async def _done(self, batch: list[Op]) -> None:
-        """``batch`` (``_inflight``) is committed in PostgreSQL."""
+    async def _done(self, batch: list[Op], written: int) -> None:
+        """``batch``, the head of ``_inflight`` (all of it, or what an isolation settled), is
+        done: ``written`` of its ops committed in PostgreSQL, the others set aside."""
         if self._direct:
             for _ in batch:
                 self._queue.popleft()
-            self._direct = False
         elif self._journal is not None:
             try:
                 await asyncio.to_thread(self._journal.acknowledge, len(batch))
             except OSError as exc:  # the position is advanced in memory all the same
                 log.error("call log journal: cannot record the written position; those ops "
                           "may be replayed after a restart (harmless)", error=str(exc))
-        self._inflight = []
-        self.written += len(batch)
+        self._inflight = self._inflight[len(batch):]
+        self._direct = self._direct and bool(self._inflight)
+        self.written += written
+        if self.on_outbox is not None and any(isinstance(op, WebhookQueued) for op in batch):
+            try:
+                self.on_outbox()
+            except Exception as exc:  # a hook must never stop the writer
+                log.error("on_outbox hook failed", error=str(exc))
 
     async def _write(self, batch: list[Op]) -> None:
         async with self._pool.acquire() as conn, conn.transaction():

@@ -86,7 +86,12 @@ class RunningDaemon:
 
     async def enter(self, test_caller: Any, number: str, **kw: Any) -> tuple[Any, str]:
         """Place a call to ``number``; returns (the placed call, the daemon's call id)."""
-        call = await test_caller.place_call(number, **kw)
+        try:
+            call = await test_caller.place_call(number, **kw)
+        except AssertionError as exc:  # say what the daemon did meanwhile
+            recent = [(getattr(o, "kind", type(o).__name__), getattr(o, "detail", None))
+                      for o in self.watch.ops[-12:]]
+            raise AssertionError(f"{exc}; the daemon's last call log ops: {recent}") from None
         return call, await self.watch.call_id_for(call.remote_id)
 
     async def stored(self, call_id: str) -> tuple[CallRow, list[EventRow]]:

@@ -122,9 +122,13 @@ class _Family(ABC, Generic[C]):
         """A new child (one label set)."""
 
     def labels(self, **values: str) -> C:
-        if set(values) != set(self.labelnames):
+        try:  # on the key press path: one dict lookup when the series exists
+            key = tuple([str(values[n]) for n in self.labelnames])
+            wrong = len(values) != len(key)
+        except KeyError:
+            key, wrong = (), True
+        if wrong:
             raise ValueError(f"{self.name}: labels must be {', '.join(self.labelnames)}")
-        key = tuple(str(values[n]) for n in self.labelnames)
         child = self._children.get(key)
         if child is None:
             if len(self._children) >= self.max_series:

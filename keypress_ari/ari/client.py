@@ -1,11 +1,10 @@
-"""A thin, typed ARI REST client on one aiohttp session.
+"""A thin, typed ARI REST client.
 
 It sits on the key press hot path, so a request does little besides the HTTP round trip:
-the ``Authorization`` header and the URL prefix are computed once, ids are quoted into the
-path, query values are strings, and logging stays at debug level. The URL is encoded here
-and handed to aiohttp as an encoded ``yarl.URL`` (no re-parsing or re-quoting), and a session
-the client owns carries the header itself and keeps no cookies (ARI sets none): profiled,
-these were a fifth of the HTTP client's cost per request (``bench/profile_hot.py``).
+the ``Authorization`` header and the URL prefix are encoded once, ids are quoted into the
+path, query values are strings, and logging stays at debug level. Requests go through our
+own keep-alive HTTP/1.1 pool (:mod:`keypress_ari.ari.http`): profiled, aiohttp's client cost
+more CPU per key press than the rest of the daemon (``bench/results/profile.md``).
 """
 
 from __future__ import annotations
@@ -17,12 +16,11 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote, urlencode
 
-import aiohttp
 import structlog
-from yarl import URL
 
 from keypress_ari.ari.errors import AriError, AriNotFound, AriUnavailable, error_for_status
 from keypress_ari.ari.events import Bridge, Channel, Playback
+from keypress_ari.ari.http import HttpPool, HttpProtocolError
 
 __all__ = ["AriClient", "basic_auth_header"]
 
@@ -50,9 +48,10 @@ class AriClient:
     """ARI REST calls as typed async methods.
 
     ``base_url`` is the ARI root, e.g. ``http://127.0.0.1:8088/ari``. ``app`` is the Stasis
-    application used by default for originated and created channels. When ``session`` is
-    given the caller owns it; otherwise one is created on first use (with at most
-    ``max_connections`` connections to ARI) and closed by :meth:`close`.
+    application used by default for originated and created channels. At most
+    ``max_connections`` connections to ARI are open at once: Asterisk's HTTP server takes
+    100 sessions by default (http.conf ``sessionlimit``, the event websockets included) and
+    drops the connections beyond. :meth:`close` closes them.
     """
 
     def __init__(
@@ -63,7 +62,6 @@ class AriClient:
         *,
         app: str,
         timeout: float = 5.0,
-        session: aiohttp.ClientSession | None = None,
         max_connections: int = 50,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -71,9 +69,8 @@ class AriClient:
         self.user = user
         self.app = app
         self._headers = {"Authorization": basic_auth_header(user, password)}
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session = session
-        self._owns_session = session is None
+        self._timeout = timeout
+        self._pool: HttpPool | None = None
         # Called just before each request is sent (the daemon times key press latency).
         self.on_request: Callable[[], None] | None = None
 
@@ -92,26 +89,10 @@ class AriClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the session if this client created it."""
-        session, self._session = self._session, None
-        if session is not None and self._owns_session and not session.closed:
-            await session.close()
-        self._owns_session = True
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        session = self._session
-        if session is None or session.closed:
-            if not self._owns_session and session is not None:
-                raise AriUnavailable("the aiohttp session given to AriClient is closed")
-            # At most max_connections requests in flight (others wait for a connection):
-            # Asterisk's HTTP server takes 100 sessions by default (http.conf sessionlimit,
-            # the event websockets included) and drops the connections beyond.
-            connector = aiohttp.TCPConnector(limit=self.max_connections)
-            session = aiohttp.ClientSession(headers=self._headers, connector=connector,
-                                            cookie_jar=aiohttp.DummyCookieJar())
-            self._session = session
-            self._owns_session = True
-        return session
+        """Close the connections to ARI (a later request opens new ones)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
 
     async def _request(
         self,
@@ -123,28 +104,24 @@ class AriClient:
         """Send one request; return the decoded JSON body, or None for an empty body."""
         if self.on_request is not None:
             self.on_request()
-        url = self.base_url + path
+        target = path
         if params:
             query = urlencode([(k, v) for k, v in params.items() if v is not None],
                               quote_via=quote)
             if query:
-                url += "?" + query
-        session = self._get_session()
+                target += "?" + query
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = HttpPool(self.base_url, self._headers,
+                                         limit=self.max_connections)
+        body = None if json_body is None else json.dumps(json_body).encode()
         try:
-            async with session.request(
-                method,
-                URL(url, encoded=True),
-                json=json_body,
-                # A session of our own sends the header by itself.
-                headers=None if self._owns_session else self._headers,
-                timeout=self._timeout,
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
+            status, body = await pool.request(method, target, body, self._timeout)
         except TimeoutError:
             raise AriUnavailable("request timed out", method=method, path=path) from None
-        except aiohttp.ClientError as exc:
-            raise AriUnavailable(f"{type(exc).__name__}: {exc}", method=method, path=path) from None
+        except (OSError, HttpProtocolError) as exc:
+            raise AriUnavailable(f"{type(exc).__name__}: {exc}", method=method,
+                                 path=path) from None
         if 200 <= status < 300:
             if not body:
                 return None

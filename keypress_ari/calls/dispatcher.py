@@ -8,6 +8,7 @@ needed, starts that task; it never awaits.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,12 +29,24 @@ log = structlog.get_logger("keypress.dispatcher")
 class _Slot:
     """A call and its pending events."""
 
-    __slots__ = ("call", "draining", "pending")
+    __slots__ = ("call", "context", "draining", "pending")
 
     def __init__(self, call: Call) -> None:
         self.call = call
         self.pending: deque[tuple[object, float]] = deque()  # (event, arrival perf_counter)
         self.draining = False
+        # The context the call's drain tasks run in: every log line of its handling (and
+        # of tasks it starts) names the call and its caller channel. Bound once per call,
+        # not per event; only one drain task of a call runs at a time.
+        self.context: contextvars.Context | None = None
+
+    def drain_context(self) -> contextvars.Context:
+        context = self.context
+        if context is None:
+            context = self.context = contextvars.Context()
+            context.run(structlog.contextvars.bind_contextvars, call_id=self.call.st.call_id,
+                        channel_id=self.call.st.channel_id)
+        return context
 
 
 def channel_of(event: object) -> str | None:
@@ -77,7 +90,8 @@ class Dispatcher:
         slot.pending.append((event, self.arrival_clock()))
         if not slot.draining:
             slot.draining = True
-            task = asyncio.get_running_loop().create_task(self._drain(channel_id, slot))
+            task = asyncio.get_running_loop().create_task(self._drain(channel_id, slot),
+                                                          context=slot.drain_context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -109,11 +123,6 @@ class Dispatcher:
 
     async def _drain(self, channel_id: str, slot: _Slot) -> None:
         call = slot.call
-        # Every log line of this handling (and of tasks it starts) names the call and its
-        # caller channel. This task is the call's own (a fresh context), so the bindings
-        # cannot leak into another call.
-        structlog.contextvars.bind_contextvars(call_id=call.st.call_id,
-                                               channel_id=call.st.channel_id)
         try:
             while slot.pending:
                 event, arrived = slot.pending.popleft()
@@ -123,7 +132,7 @@ class Dispatcher:
                 try:
                     await call.handle(event)
                 except Exception:
-                    log.exception("error handling an event", event=type(event).__name__)
+                    log.exception("error handling an event", event_type=type(event).__name__)
                     call.ctx.record(call.st, "error", request="handle " + type(event).__name__,
                                     error="internal error, see the daemon log")
                 if is_digit:

@@ -56,6 +56,11 @@ from keypress_ari.flows.syntax import (
 )
 
 
+def _private(model: BaseModel) -> dict[str, Any]:
+    """A model's private attributes. Read on the key press path: going through pydantic's
+    ``__getattr__`` for them cost more than the flow match itself (bench/profile_hot.py)."""
+    return model.__pydantic_private__  # type: ignore[return-value]
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -115,7 +120,8 @@ class Filter(_Frozen):
     @property
     def prepared(self) -> PreparedValue:
         """The value in the forms matching needs, computed once at validation."""
-        return self._prep
+        prep: PreparedValue = _private(self)["_prep"]
+        return prep
 
 
 class Flow(_Frozen):
@@ -214,11 +220,13 @@ class FlowGroup(_Frozen):
 
     def flows_for(self, key: str) -> tuple[tuple[int, Flow], ...]:
         """``(position, flow)`` pairs for ``key`` in file order (empty when none)."""
-        return self._by_key.get(key, ())
+        by_key: dict[str, tuple[tuple[int, Flow], ...]] = _private(self)["_by_key"]
+        return by_key.get(key, ())
 
     def label(self, position: int) -> str:
         """The label of the flow at ``position`` (see the module docstring)."""
-        return self._labels[position]
+        labels: tuple[str, ...] = _private(self)["_labels"]
+        return labels[position]
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -344,16 +352,16 @@ class Catalog(_Frozen):
         return cls.model_validate(parts, context={"partial": True})
 
     def number(self, number: str) -> Number | None:
-        return cast("Number | None", self._by_kind["number"].get(number))
+        return cast("Number | None", _private(self)["_by_kind"]["number"].get(number))
 
     def router(self, name: str) -> Router | None:
-        return cast("Router | None", self._by_kind["router"].get(name))
+        return cast("Router | None", _private(self)["_by_kind"]["router"].get(name))
 
     def buyer(self, name: str) -> Buyer | None:
-        return cast("Buyer | None", self._by_kind["buyer"].get(name))
+        return cast("Buyer | None", _private(self)["_by_kind"]["buyer"].get(name))
 
     def flow_group(self, name: str) -> FlowGroup | None:
-        return cast("FlowGroup | None", self._by_kind["flow group"].get(name))
+        return cast("FlowGroup | None", _private(self)["_by_kind"]["flow group"].get(name))
 
     def referenced_tokens(self) -> frozenset[str]:
         """Every token name a filter or a webhook template uses (the daemon reads them from

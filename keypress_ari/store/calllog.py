@@ -138,11 +138,15 @@ VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6, $7::uuid)
 ON CONFLICT (idempotency_key) DO NOTHING"""
 
 
+# One encoder for every row (json.dumps builds one per call when given ``default``).
+_json = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
 def _args(op: Op) -> tuple[str, tuple[Any, ...]]:
     if isinstance(op, CallEvent):
         return _INSERT_EVENT, (
             op.call_id, op.seq, op.at, op.leg, op.kind, op.digit, op.flow,
-            json.dumps(op.detail, default=str),
+            _json(op.detail),
         )
     if isinstance(op, CallOpened):
         return _INSERT_CALL, (
@@ -153,12 +157,12 @@ def _args(op: Op) -> tuple[str, tuple[Any, ...]]:
         return _UPSERT_BLOCK, (op.caller_number, op.reason, op.call_id)
     if isinstance(op, WebhookQueued):
         return _INSERT_OUTBOX, (
-            op.call_id, op.flow, op.url, op.method, json.dumps(op.headers), op.body,
+            op.call_id, op.flow, op.url, op.method, _json(op.headers), op.body,
             op.idempotency_key,
         )
     return _UPDATE_CALL, (
-        op.call_id, op.stage, json.dumps(op.tokens), json.dumps(op.legs), op.disposition,
-        json.dumps(op.state, default=str), op.ended_at, op.ended_by, op.end_reason,
+        op.call_id, op.stage, _json(op.tokens), _json(op.legs), op.disposition,
+        _json(op.state), op.ended_at, op.ended_by, op.end_reason,
     )
 
 
@@ -170,9 +174,11 @@ class CallLogWriter:
     """Ordered, batched, retrying writer of call rows and call events."""
 
     def __init__(self, pool: Any, *, batch_size: int = 500, max_backoff: float = 5.0,
-                 journal: Journal | None = None, mirror_limit: int = 20_000) -> None:
+                 journal: Journal | None = None, mirror_limit: int = 20_000,
+                 linger: float = 0.002) -> None:
         self._pool = pool
         self._batch_size = batch_size
+        self._linger = linger
         self._max_backoff = max_backoff
         self._journal = journal
         self._queue: deque[Op] = deque()  # with a journal: not yet journaled
@@ -261,6 +267,9 @@ class CallLogWriter:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                # Let the ops of the same moment gather into one batch (one transaction and
+                # one journal append instead of one per op at high rates).
+                await asyncio.sleep(self._linger)
                 continue
             batch = self._inflight
             try:

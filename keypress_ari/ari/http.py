@@ -171,6 +171,9 @@ class _Connection(asyncio.Protocol):
             self.keep_alive = False  # the body ends with the connection
 
 
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+
+
 def _dechunk(buf: bytearray) -> bytes | None:
     """The whole body of a chunked message in ``buf``, or None if more is needed."""
     body = bytearray()
@@ -180,10 +183,11 @@ def _dechunk(buf: bytearray) -> bytes | None:
         if eol < 0:
             return None
         size_text = bytes(buf[pos:eol]).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise HttpProtocolError("bad chunk size") from None
+        # Hex digits only: int() also takes "-6", "+6", "0x6", "1_0", and a negative size
+        # sent this loop backwards, forever.
+        if not size_text or size_text.strip(_HEX_DIGITS):
+            raise HttpProtocolError("bad chunk size")
+        size = int(size_text, 16)
         if size == 0:
             trailer_end = buf.find(b"\r\n\r\n", eol)
             if trailer_end < 0 and buf[eol: eol + 4] != b"\r\n\r\n":
@@ -277,14 +281,18 @@ class HttpPool:
                     self._wake_one()
                     raise
                 return conn
+            left = deadline - loop.time()
+            if left <= 0:  # before queueing: a waiter left behind would swallow a wake-up
+                raise TimeoutError
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.append(waiter)
-            left = deadline - loop.time()
-            if left <= 0:
-                raise TimeoutError
             try:
                 async with asyncio.timeout(left):
                     await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken, but leaving (timeout, cancel): pass it on
+                raise
             finally:
                 if not waiter.done():
                     waiter.cancel()
@@ -313,7 +321,7 @@ class HttpPool:
             self._open -= 1
         for waiter in self._waiters:
             if not waiter.done():
-                waiter.cancel()
+                waiter.set_result(None)  # wake them: they raise "client closed"
         self._waiters.clear()
 
 

@@ -8,6 +8,7 @@ timeout, every sipp process is bounded (``-timeout``, ``wait``) and reaped (``cl
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import socket
 import struct
@@ -391,3 +392,132 @@ async def test_sipp_answers_session_refresh(
         # the 200 to the refresh carries an SDP answer
         refresh_ok = log[log.rindex(request) :].split("SIP/2.0 200 OK", 1)[1]
         assert "m=audio" in refresh_ok.split("-----------", 1)[0], agent.describe()
+
+
+# --- a retransmitted INVITE (Asterisk under load) ----------------------------------------
+
+
+class _FakeUac:
+    """Asterisk's side of one call to a SIPp buyer, by hand: a UDP socket on 127.0.0.1 that
+    sends the INVITE (SDP: PCMU + telephone-event, media to its own RTP socket), can send
+    the very same INVITE again (what pjsip does every T1, 500 ms, until it has handled a
+    response: under load the responses wait that long in its queue), ACK, CANCEL, BYE."""
+
+    def __init__(self, remote: tuple[str, int]) -> None:
+        self.remote = remote
+        self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sip.bind(("127.0.0.1", 0))
+        self.sip.settimeout(5.0)
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp.bind(("127.0.0.1", 0))
+        self.rtp.settimeout(5.0)
+        self.port = self.sip.getsockname()[1]
+        self.call_id = f"fake-uac-{time.monotonic_ns()}@127.0.0.1"
+        self.to_tag = ""
+        sdp = (
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {self.rtp.getsockname()[1]} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n"
+        )
+        self.invite = self._request("INVITE", 1, "z9hG4bK-fake-invite", sdp)
+
+    def close(self) -> None:
+        self.sip.close()
+        self.rtp.close()
+
+    def _request(
+        self, method: str, cseq: int, branch: str, body: str = "", to_tag: str = ""
+    ) -> bytes:
+        host, port = self.remote
+        lines = [
+            f"{method} sip:acme@{host}:{port} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};rport;branch={branch}",
+            "From: <sip:tester@127.0.0.1>;tag=fake-uac",
+            f"To: <sip:acme@{host}>" + (f";tag={to_tag}" if to_tag else ""),
+            f"Contact: <sip:tester@127.0.0.1:{self.port}>",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {cseq} {method}",
+            "Max-Forwards: 70",
+            *(["Content-Type: application/sdp"] if body else []),
+            f"Content-Length: {len(body)}",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+    def send(self, data: bytes) -> None:
+        self.sip.sendto(data, self.remote)
+
+    def send_invite(self) -> None:
+        self.send(self.invite)
+
+    def send_request(self, method: str, cseq: int, *, invite_branch: bool = False) -> None:
+        """ACK, CANCEL or BYE; ``invite_branch``: the INVITE's transaction (CANCEL, and the
+        ACK of a non-2xx answer)."""
+        branch = "z9hG4bK-fake-invite" if invite_branch else f"z9hG4bK-fake-{method}-{cseq}"
+        to_tag = "" if method == "CANCEL" else self.to_tag
+        self.send(self._request(method, cseq, branch, to_tag=to_tag))
+
+    def receive_until(self, status: str) -> list[str]:
+        """The status lines received, up to and including ``status`` (e.g. "200")."""
+        got: list[str] = []
+        while True:  # bounded by the socket timeout
+            text = self.sip.recv(65535).decode(errors="replace")
+            first = text.split("\r\n", 1)[0]
+            got.append(first)
+            for line in text.split("\r\n"):
+                if line.lower().startswith("to:") and ";tag=" in line:
+                    self.to_tag = line.split(";tag=", 1)[1].split(";")[0].strip()
+            if first.startswith(f"SIP/2.0 {status} "):
+                return got
+
+    def rtp_events(self, count: int) -> list[int]:
+        """The RFC 4733 event codes of the first ``count`` end packets received."""
+        codes: list[int] = []
+        while len(codes) < count:  # bounded by the socket timeout
+            data = self.rtp.recv(2048)
+            if len(data) == 16 and data[1] & 0x7F == 101 and data[13] & 0x80:
+                codes.append(data[12])
+        return codes
+
+
+@pytest.mark.parametrize("mode", ["answer_dtmf", "busy", "noanswer"])
+async def test_sipp_buyer_survives_invite_retransmission(mode: str) -> None:
+    """The INVITE again after SIPp's final (or provisional) answer is answered again, and the
+    call goes on: SIPp used to abort the call on it as unexpected (answer_dtmf: no digits
+    were played and no BYE came, the call stayed bridged until the SIPp timeout; seen in
+    the bench at 200 concurrent calls)."""
+    scenario = {
+        "answer_dtmf": "uas_answer_dtmf.xml",
+        "busy": "uas_busy.xml",
+        "noanswer": "uas_noanswer.xml",
+    }[mode]
+    agent = SippAgent(
+        scenario,
+        local_ip="127.0.0.2",
+        digits="5",
+        pcap_options={"lead_in_ms": 100, "digit_ms": 100, "gap_ms": 100},
+        timeout=20,
+    )
+    async with agent:
+        uac = _FakeUac(("127.0.0.2", agent.local_port))
+        try:
+            final = {"answer_dtmf": "200", "busy": "486", "noanswer": "180"}[mode]
+            uac.send_invite()
+            await asyncio.to_thread(uac.receive_until, final)
+            uac.send_invite()  # the retransmission, after the answer was sent
+            again = await asyncio.to_thread(uac.receive_until, final)
+            assert again[-1].startswith(f"SIP/2.0 {final} "), (again, agent.describe())
+            if mode == "answer_dtmf":
+                uac.send_request("ACK", 1)
+                codes = await asyncio.to_thread(uac.rtp_events, 1)
+                assert codes == [DTMF_EVENT_CODES["5"]], agent.describe()
+                uac.send_request("BYE", 2)
+                await asyncio.to_thread(uac.receive_until, "200")
+            elif mode == "busy":
+                uac.send_request("ACK", 1, invite_branch=True)
+            else:
+                uac.send_request("CANCEL", 1, invite_branch=True)
+                await asyncio.to_thread(uac.receive_until, "487")
+                uac.send_request("ACK", 1, invite_branch=True)
+            await agent.wait_success(10)
+        finally:
+            uac.close()

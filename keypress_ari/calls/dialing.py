@@ -73,8 +73,7 @@ class Dialing(CallBase):
             return
         # The leg is dialled once it is in Stasis (its StasisStart): a dial sent before
         # that is refused with 409. Should that event never come, the timer moves on.
-        wait = buyer.ring_timeout + DIAL_GRACE
-        self.start_timer(wait, time.time() + wait)
+        self._start_dial_timer(buyer.ring_timeout)
 
     async def buyer_leg_ready(self, channel_id: str) -> None:
         """The buyer leg entered Stasis: dial it."""
@@ -87,7 +86,11 @@ class Dialing(CallBase):
         except AriError as exc:
             await self._buyer_failed(channel_id, f"dial failed: {exc}")
             return
-        wait = buyer.ring_timeout + DIAL_GRACE
+        self._start_dial_timer(buyer.ring_timeout)
+
+    def _start_dial_timer(self, ring_timeout: int) -> None:
+        """Fail the buyer if no outcome is reported ``DIAL_GRACE`` after its ring timeout."""
+        wait = ring_timeout + DIAL_GRACE
         self.start_timer(wait, time.time() + wait)
 
     async def dial_timed_out(self) -> None:

@@ -106,9 +106,10 @@ async def resync(dispatcher: Any, ari: AriClient, app: str) -> ResyncReport:
 async def _destroy_orphan_bridges(dispatcher: Any, ari: AriClient, channels: set[str]) -> int:
     """Destroy the bridges of ours (``kp-`` ids) that no call holds and that hold no
     channel of a call (left by a run that stopped before its calls ended)."""
+    calls = dispatcher.calls()
     # A call's bridge is always kp-<call id>, held even before its create request returns.
-    held = {f"kp-{call.st.call_id}" for call in dispatcher.calls()}
-    known = {cid for call in dispatcher.calls() for cid in call.channel_ids()}
+    held = {f"kp-{call.st.call_id}" for call in calls}
+    known = {cid for call in calls for cid in call.channel_ids()}
     destroyed = 0
     with contextlib.suppress(AriError):
         for bridge in await ari.list_bridges():

@@ -31,143 +31,30 @@ poison op cannot stop the log.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import structlog
 
+from keypress_ari.store.callops import (
+    CallerBlocked,
+    CallEvent,
+    CallOpened,
+    CallUpdated,
+    Op,
+    WebhookQueued,
+    is_webhook,
+    row_args,
+)
 from keypress_ari.store.journal import Journal, JournalFull
 from keypress_ari.store.rejects import Isolation
 
+__all__ = ["CallEvent", "CallLogWriter", "CallOpened", "CallUpdated", "CallerBlocked", "Op",
+           "WebhookQueued"]  # the ops live in callops; imported from here too
+
 log = structlog.get_logger("keypress.calllog")
-
-
-@dataclass(frozen=True, slots=True)
-class CallOpened:
-    call_id: str
-    number: str
-    caller_number: str
-    router: str | None
-    channel_id: str
-    stage: str
-    started_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class CallEvent:
-    call_id: str
-    seq: int | None  # None: not one of the call's numbered events (e.g. log_rejected)
-    at: datetime
-    leg: str | None
-    kind: str
-    digit: str | None
-    flow: str | None
-    detail: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class CallUpdated:
-    """New values for a call row; ``ended_at`` set means the call is closed."""
-
-    call_id: str
-    stage: str
-    tokens: dict[str, str]
-    legs: dict[str, str]
-    disposition: str | None
-    state: dict[str, Any]
-    ended_at: datetime | None = None
-    ended_by: str | None = None
-    end_reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CallerBlocked:
-    """A flow's block_caller action: the number goes on the blocklist."""
-
-    caller_number: str
-    reason: str
-    call_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookQueued:
-    """A rendered webhook to deliver (``webhooks.render.queued_op`` builds one). ``body`` is
-    the exact text that is signed and sent; ``idempotency_key`` a UUID, stable across retries
-    (a batch written twice stores the row once)."""
-
-    call_id: str
-    flow: str | None
-    url: str
-    method: str
-    headers: dict[str, str]
-    body: str
-    idempotency_key: str
-
-
-Op = CallOpened | CallEvent | CallUpdated | CallerBlocked | WebhookQueued
-
-_INSERT_CALL = """
-INSERT INTO calls (id, number, caller_number, router, channel_id, legs, stage, started_at)
-VALUES ($1::uuid, $2, $3, $4, $5, jsonb_build_object('caller', $5::text), $6, $7)
-ON CONFLICT (id) DO NOTHING"""
-
-_INSERT_EVENT = """
-INSERT INTO call_events (call_id, seq, at, leg, kind, digit, flow, detail)
-VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8::jsonb)
-ON CONFLICT (call_id, seq) DO NOTHING"""
-
-_UPDATE_CALL = """
-UPDATE calls SET stage = $2, tokens = $3::jsonb, legs = $4::jsonb, disposition = $5,
-       state = $6::jsonb,
-       ended_at = COALESCE($7, ended_at), ended_by = COALESCE($8, ended_by),
-       end_reason = COALESCE($9, end_reason)
-WHERE id = $1::uuid"""
-
-_UPSERT_BLOCK = """
-INSERT INTO blocklist (caller_number, reason, call_id) VALUES ($1, $2, $3::uuid)
-ON CONFLICT (caller_number) DO UPDATE SET reason = EXCLUDED.reason, call_id = EXCLUDED.call_id"""
-
-_INSERT_OUTBOX = """
-INSERT INTO webhook_outbox (call_id, flow, url, method, headers, body, idempotency_key)
-VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6, $7::uuid)
-ON CONFLICT (idempotency_key) DO NOTHING"""
-
-
-# One encoder for every row (json.dumps builds one per call when given ``default``).
-_json = json.JSONEncoder(default=str, separators=(",", ":")).encode
-
-
-def _args(op: Op) -> tuple[str, tuple[Any, ...]]:
-    if isinstance(op, CallEvent):
-        return _INSERT_EVENT, (
-            op.call_id, op.seq, op.at, op.leg, op.kind, op.digit, op.flow,
-            _json(op.detail),
-        )
-    if isinstance(op, CallOpened):
-        return _INSERT_CALL, (
-            op.call_id, op.number, op.caller_number, op.router, op.channel_id, op.stage,
-            op.started_at,
-        )
-    if isinstance(op, CallerBlocked):
-        return _UPSERT_BLOCK, (op.caller_number, op.reason, op.call_id)
-    if isinstance(op, WebhookQueued):
-        return _INSERT_OUTBOX, (
-            op.call_id, op.flow, op.url, op.method, _json(op.headers), op.body,
-            op.idempotency_key,
-        )
-    return _UPDATE_CALL, (
-        op.call_id, op.stage, _json(op.tokens), _json(op.legs), op.disposition,
-        _json(op.state), op.ended_at, op.ended_by, op.end_reason,
-    )
-
-
-def _is_webhook(op: Op) -> bool:
-    return isinstance(op, WebhookQueued)
 
 
 class CallLogWriter:
@@ -196,8 +83,7 @@ class CallLogWriter:
         self.written = 0
         self.failures = 0
         self._isolation = Isolation(  # when PostgreSQL rejects an op's data
-            self._write, attached=_is_webhook, event=CallEvent,
-            directory=journal.directory if journal is not None else None)
+            self._write, directory=journal.directory if journal is not None else None)
         self.journal_full = False
         self.journal_full_episodes = 0
         self._listeners: list[Callable[[Op], None]] = []
@@ -321,10 +207,10 @@ class CallLogWriter:
             if self._mirror:
                 batch = [self._mirror.popleft()]
                 while self._mirror and (len(batch) < self._batch_size
-                                        or _is_webhook(self._mirror[0])):
+                                        or is_webhook(self._mirror[0])):
                     batch.append(self._mirror.popleft())
             else:
-                batch = await asyncio.to_thread(journal.read, self._batch_size, _is_webhook)
+                batch = await asyncio.to_thread(journal.read, self._batch_size, is_webhook)
             self._inflight = batch
             return True
         if self._queue:  # no journal, or it refused the queue (full): write from memory
@@ -393,7 +279,7 @@ class CallLogWriter:
             run_sql: str | None = None
             run_args: list[tuple[Any, ...]] = []
             for op in batch:
-                sql, args = _args(op)
+                sql, args = row_args(op)
                 if sql is not run_sql and run_args:
                     await conn.executemany(run_sql, run_args)
                     run_args = []

@@ -46,6 +46,8 @@ from typing import Any
 
 import structlog
 
+from keypress_ari.store import callops
+
 log = structlog.get_logger("keypress.journal")
 
 HEADER = struct.Struct("<II")
@@ -62,13 +64,10 @@ class JournalFull(Exception):
 
 @cache
 def _op_types() -> dict[str, tuple[type[Any], frozenset[str]]]:
-    """Op class by name, with the names of its datetime fields (imported late: the call log
-    module imports this one)."""
-    from keypress_ari.store import calllog
-
+    """Op class by name, with the names of its datetime fields."""
     types: dict[str, tuple[type[Any], frozenset[str]]] = {}
-    for cls in (calllog.CallOpened, calllog.CallEvent, calllog.CallUpdated,
-                calllog.CallerBlocked, calllog.WebhookQueued):
+    for cls in (callops.CallOpened, callops.CallEvent, callops.CallUpdated,
+                callops.CallerBlocked, callops.WebhookQueued):
         stamps = frozenset(f.name for f in dataclasses.fields(cls) if "datetime" in str(f.type))
         types[cls.__name__] = (cls, stamps)
     return types

@@ -41,6 +41,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from keypress_ari.store.callops import CallEvent, is_webhook
 from keypress_ari.store.journal import decode_op, encode_op
 
 log = structlog.get_logger("keypress.calllog")
@@ -127,17 +128,13 @@ def _append(path: Path, line: bytes) -> None:
 class Isolation:
     """Writes one batch, settling it op by op if PostgreSQL rejects it (module docstring).
 
-    ``write`` writes ops in one transaction; ``attached(op)`` is true for an op that commits
-    with the one before it; ``event`` is the ``CallEvent`` class (for the ``log_rejected``
-    row); ``directory`` is where ``rejected-ops.jsonl`` goes (None: nowhere).
+    ``write`` writes ops in one transaction (a webhook op commits with the op before it);
+    ``directory`` is where ``rejected-ops.jsonl`` goes (None: nowhere).
     """
 
     def __init__(self, write: Callable[[list[Any]], Awaitable[None]], *,
-                 attached: Callable[[Any], bool], event: Callable[..., Any],
                  directory: Path | None) -> None:
         self._write = write
-        self._attached = attached
-        self._event = event
         self.file = directory / REJECTED_FILE if directory is not None else None
         self.settled = 0  # ops from the head of the last batch committed or set aside
         self.written = 0  # ops of the last batch committed
@@ -161,7 +158,7 @@ class Isolation:
     async def _isolate(self, batch: Sequence[Any], exc: BaseException) -> None:
         groups: list[list[Any]] = []
         for op in batch:
-            if groups and self._attached(op):
+            if groups and is_webhook(op):
                 groups[-1].append(op)
             else:
                 groups.append([op])
@@ -199,8 +196,8 @@ class Isolation:
                   kept_in=str(self.file) if self.file is not None else None)
         if call_id is None:
             return
-        at = getattr(op, "at", None) if type(op) is self._event else None
-        note = self._event(call_id, None, at or datetime.now(UTC), None, "log_rejected", None,
+        at = getattr(op, "at", None) if type(op) is CallEvent else None
+        note = CallEvent(call_id, None, at or datetime.now(UTC), None, "log_rejected", None,
                            getattr(op, "flow", None), {"op": kind, "error": error})
         try:
             await self._write([note])

@@ -56,6 +56,9 @@ from keypress_ari.store.calllog import CallLogWriter
 BENCH_DIR = Path(__file__).resolve().parent
 FAKE_ARI = BENCH_DIR / "fake_ari.py"
 OPEN_WAVE = 500
+# The event loop every measured program runs on: the daemon's default ([runtime] event_loop),
+# given to the aioari and floor apps too so that ratios compare designs, not loops.
+EVENT_LOOP = "uvloop"
 API_DOCS = Path("/var/cache/keypress-ari/asterisk-sid/usr/share/asterisk/rest-api")
 
 CATALOG = """
@@ -319,6 +322,7 @@ async def start_daemon(base_url: str, *, log_level: str = "info",
     daemon.tasks.append(asyncio.create_task(calllog.run(), name="calllog"))
     daemon.tasks.append(asyncio.create_task(stream.run(), name="ari-stream"))
     await stream.wait_connected(10)
+    gc.freeze()  # as Daemon.start does once started
     return daemon
 
 
@@ -380,6 +384,7 @@ class Step:
     app_cpu_s: float
     daemon: dict[str, float | int] | None
     wire: dict[str, float | int]
+    fake_cpu_s: float | None = None  # the fake ARI's CPU over the step (is it the limit?)
 
     @property
     def presses_per_cpu_s(self) -> float:
@@ -389,7 +394,7 @@ class Step:
         return {"rate_per_s": self.rate, "sent": self.sent, "answered": self.answered,
                 "achieved_per_s": self.achieved_per_s, "app_cpu_s": self.app_cpu_s,
                 "presses_per_cpu_s": self.presses_per_cpu_s, "daemon": self.daemon,
-                "wire": self.wire}
+                "wire": self.wire, "fake_cpu_s": self.fake_cpu_s}
 
 
 def degraded(step: Step, p99_limit_ms: float) -> bool:
@@ -402,27 +407,33 @@ def degraded(step: Step, p99_limit_ms: float) -> bool:
 
 async def ramp(fake: FakeAriProcess, app_pid: int, rates: Sequence[float], seconds: float,
                p99_limit_ms: float, daemon_latencies: list[float] | None = None,
-               log: Callable[[str], None] = print) -> list[Step]:
+               log: Callable[[str], None] = print, fake_pid: int | None = None) -> list[Step]:
     """Offer presses on bridged calls at each rate for ``seconds``; stop after the first
-    step whose latency degraded."""
+    step whose latency degraded. With ``fake_pid`` the fake ARI's CPU is recorded too."""
     steps: list[Step] = []
     for rate in rates:
         count = max(10, int(rate * seconds))
         start = len(daemon_latencies) if daemon_latencies is not None else 0
         cpu0 = cpu_seconds(app_pid)
+        fake0 = cpu_seconds(fake_pid) if fake_pid is not None else 0.0
         result = await fake.control("press", rate=rate, count=count, kind="bridged",
                                     timeout=max(10.0, seconds * 3))
         cpu1 = cpu_seconds(app_pid)
+        fake1 = cpu_seconds(fake_pid) if fake_pid is not None else 0.0
         span = max(1e-9, result["last_answered"] - result["first_sent"])
         inside = daemon_latencies[start:] if daemon_latencies is not None else None
         step = Step(rate=rate, sent=result["sent"], answered=result["answered"],
                     achieved_per_s=result["answered"] / span, app_cpu_s=cpu1 - cpu0,
                     daemon=summarize(inside) if inside is not None else None,
-                    wire=summarize(result["latencies"]))
+                    wire=summarize(result["latencies"]),
+                    fake_cpu_s=fake1 - fake0 if fake_pid is not None else None)
         steps.append(step)
+        span_cpu = result["last_answered"] - result["first_sent"]
+        fake_note = (f", fake ARI {step.fake_cpu_s / span_cpu:.0%} CPU"
+                     if step.fake_cpu_s is not None and span_cpu > 0 else "")
         log(f"  {rate:>8.0f}/s offered: {step.achieved_per_s:8.0f}/s handled, "
             f"{step.answered}/{step.sent} answered, wire p99 {float(step.wire['p99_ms']):.2f} ms, "
-            f"{step.presses_per_cpu_s:.0f} presses per CPU-second")
+            f"{step.presses_per_cpu_s:.0f} presses per CPU-second{fake_note}")
         if degraded(step, p99_limit_ms):
             break
         await asyncio.sleep(0.5)
@@ -462,7 +473,8 @@ def measure_memory_in_fresh_process(calls: int, timeout: float = 600.0) -> dict[
     import json
     import subprocess
 
-    out = subprocess.run([sys.executable, str(Path(__file__)), "--memory", str(calls)],
+    out = subprocess.run([sys.executable, str(Path(__file__)), "--memory", str(calls),
+                          "--loop", EVENT_LOOP],
                          capture_output=True, text=True, timeout=timeout, check=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -498,7 +510,7 @@ async def run_inprocess(*, latency_calls: Sequence[int], presses: int, press_rat
             await fake.wait_ready(bridged_calls)
             await daemon.wait_stage(Stage.BRIDGED, bridged_calls)
             steps = await ramp(fake, os.getpid(), rates, step_seconds, p99_limit_ms,
-                               daemon.latencies, log)
+                               daemon.latencies, log, fake_pid=fake.proc.pid)
             out["throughput"] = {
                 "bridged_calls": bridged_calls,
                 "steps": [s.as_dict() for s in steps],
@@ -519,5 +531,9 @@ if __name__ == "__main__":
     sys.path.insert(0, str(BENCH_DIR.parent))
     parser = argparse.ArgumentParser(description="memory per live call, fresh process")
     parser.add_argument("--memory", type=int, required=True, help="live calls")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=EVENT_LOOP)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(measure_memory(args.memory))))
+    from keypress_ari.cli import loop_factory
+
+    with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+        print(json.dumps(runner.run(measure_memory(args.memory))))

@@ -19,14 +19,18 @@ in every URL (the fake accepts it; a real deployment would leak the password to 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import os
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aioari  # type: ignore[import-untyped]
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.app_main import app_main
 
 APP = "keypress"
 
@@ -104,16 +108,7 @@ async def run(url: str, user: str, password: str, max_seconds: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="minimal aioari app for the benchmark")
-    parser.add_argument("--url", required=True, help="http://127.0.0.1:PORT/ (no /ari)")
-    parser.add_argument("--user", default="keypress")
-    parser.add_argument("--password", default="keypress-secret")
-    parser.add_argument("--cpu", type=int)
-    parser.add_argument("--max-seconds", type=float, default=1800)
-    args = parser.parse_args()
-    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {args.cpu})
-    asyncio.run(run(args.url, args.user, args.password, args.max_seconds))
+    app_main("minimal aioari app for the benchmark", run)
 
 
 if __name__ == "__main__":

@@ -42,10 +42,11 @@ def latency_vs_calls(result: dict[str, Any], out: Path) -> Path:
 
 
 def throughput(result: dict[str, Any], out: Path) -> Path:
-    """Wire p99 vs offered rate for the daemon and the library app."""
+    """Wire p99 vs offered rate for the daemon, the library app and the floor app."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, key in (("keypress-ari daemon", "inprocess"), ("aioari minimal app", "library")):
+    for name, key in (("keypress-ari daemon", "inprocess"), ("aioari minimal app", "library"),
+                      ("floor (raw asyncio)", "floor")):
         section = result.get(key) or {}
         steps = (section.get("throughput") or {}).get("steps") or []
         if steps:

@@ -1,7 +1,7 @@
 """``make bench``: every benchmark figure side by side in one run; a table, JSON and PNGs.
 
-    bench/.venv/bin/python bench/run.py [--quick] [--skip-library] [--skip-e2e] [--skip-sip]
-                                        [--out bench/results]
+    bench/.venv/bin/python bench/run.py [--quick] [--skip-library] [--skip-floor] [--skip-e2e]
+                                        [--skip-sip] [--out bench/results]
 
 Writes ``OUT/bench.json`` (every figure, with the machine, the versions and this command),
 ``OUT/table.md`` (the table printed at the end) and the plots ``OUT/*.png``. A benchmark
@@ -52,7 +52,8 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError, IndexError):
         mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
     versions = {}
-    for package in ("aiohttp", "pydantic", "pydantic-core", "structlog", "asyncpg", "yarl",
+    for package in ("aiohttp", "pydantic", "pydantic-core", "structlog", "asyncpg", "orjson",
+                    "uvloop", "yarl",
                     "aioari", "aioswagger11", "matplotlib"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[package] = importlib.metadata.version(package)
@@ -70,7 +71,47 @@ def machine() -> dict[str, Any]:
     }
 
 
-# --- library app (aioari) --------------------------------------------------------------------
+# --- the same ramp through a standalone app: aioari, and the floor ---------------------------
+
+
+async def run_app(script: str, name: str, *, bridged_calls: int, rates: list[float],
+                  step_seconds: float, p99_limit_ms: float,
+                  log: Callable[[str], None]) -> dict[str, Any]:
+    """The throughput ramp through ``bench/<script>`` in its own process (CPU 0, the fake
+    ARI on CPU 1), as the daemon's; ``name`` labels it in the result and errors."""
+    async with inprocess.fake_ari(cpu=1) as fake:
+        cmd = [sys.executable, str(ROOT / "bench" / script),
+               "--url", f"http://127.0.0.1:{fake.port}/", "--max-seconds", "1800"]
+        cmd += ["--loop", inprocess.EVENT_LOOP]
+        if (os.cpu_count() or 1) > 1:
+            cmd += ["--cpu", "0"]
+        proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while (await fake.control("stats"))["sockets"] < 1:  # bounded by the deadline
+                if proc.returncode is not None or time.monotonic() > deadline:
+                    return {"error": f"the {name} app did not connect (exit {proc.returncode})"}
+                await asyncio.sleep(0.1)
+            rss0 = inprocess.rss_bytes(proc.pid)
+            for opened in range(0, bridged_calls, inprocess.OPEN_WAVE):
+                wave = min(inprocess.OPEN_WAVE, bridged_calls - opened)
+                await fake.control("open", calls=wave, kind="bridged")
+                await fake.wait_ready(opened + wave)
+            rss1 = inprocess.rss_bytes(proc.pid)
+            steps = await inprocess.ramp(fake, proc.pid, rates, step_seconds, p99_limit_ms,
+                                         None, log, fake_pid=fake.proc.pid)
+        finally:
+            await inprocess.stop_process(proc)
+    return {
+        "app": name,
+        "throughput": {
+            "bridged_calls": bridged_calls,
+            "steps": [s.as_dict() for s in steps],
+            "sustained_per_s": inprocess.best_sustained(steps, p99_limit_ms),
+            "p99_limit_ms": p99_limit_ms,
+        },
+        "rss_per_call_bytes": (rss1 - rss0) / bridged_calls,
+    }
 
 
 async def run_library(*, bridged_calls: int, rates: list[float], step_seconds: float,
@@ -80,39 +121,18 @@ async def run_library(*, bridged_calls: int, rates: list[float], step_seconds: f
         importlib.metadata.version("aioari")
     except importlib.metadata.PackageNotFoundError:
         return {"error": "aioari is not installed in this venv (make bench installs it)"}
-    async with inprocess.fake_ari(cpu=1) as fake:
-        cmd = [sys.executable, str(ROOT / "bench" / "library_app.py"),
-               "--url", f"http://127.0.0.1:{fake.port}/", "--max-seconds", "1800"]
-        if (os.cpu_count() or 1) > 1:
-            cmd += ["--cpu", "0"]
-        proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 20
-            while (await fake.control("stats"))["sockets"] < 1:  # bounded by the deadline
-                if proc.returncode is not None or time.monotonic() > deadline:
-                    return {"error": "the aioari app did not connect "
-                                     f"(exit {proc.returncode})"}
-                await asyncio.sleep(0.1)
-            rss0 = inprocess.rss_bytes(proc.pid)
-            for opened in range(0, bridged_calls, inprocess.OPEN_WAVE):
-                wave = min(inprocess.OPEN_WAVE, bridged_calls - opened)
-                await fake.control("open", calls=wave, kind="bridged")
-                await fake.wait_ready(opened + wave)
-            rss1 = inprocess.rss_bytes(proc.pid)
-            steps = await inprocess.ramp(fake, proc.pid, rates, step_seconds, p99_limit_ms,
-                                         None, log)
-        finally:
-            await inprocess.stop_process(proc)
-    return {
-        "library": "aioari",
-        "throughput": {
-            "bridged_calls": bridged_calls,
-            "steps": [s.as_dict() for s in steps],
-            "sustained_per_s": inprocess.best_sustained(steps, p99_limit_ms),
-            "p99_limit_ms": p99_limit_ms,
-        },
-        "rss_per_call_bytes": (rss1 - rss0) / bridged_calls,
-    }
+    result = await run_app("library_app.py", "aioari", bridged_calls=bridged_calls,
+                           rates=rates, step_seconds=step_seconds,
+                           p99_limit_ms=p99_limit_ms, log=log)
+    return {"library": "aioari", **result} if "error" not in result else result
+
+
+async def run_floor(*, bridged_calls: int, rates: list[float], step_seconds: float,
+                    p99_limit_ms: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """The same throughput ramp through bench/floor_app.py (stdlib asyncio, raw protocols,
+    no log, no flows): the floor cost of a press in Python, in its own process."""
+    return await run_app("floor_app.py", "floor", bridged_calls=bridged_calls, rates=rates,
+                         step_seconds=step_seconds, p99_limit_ms=p99_limit_ms, log=log)
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -181,6 +201,25 @@ def table(result: dict[str, Any]) -> str:
                      ">= 10x", _goal(ratio >= GOALS["ratio_vs_library"])))
     elif (result.get("library") or {}).get("error"):
         rows.append(("minimal aioari app", result["library"]["error"], "", ""))
+    floor = (result.get("floor") or {}).get("throughput") or {}
+    if floor:
+        floor_cpu = best_cpu_rate(floor["steps"])
+        vs_lib = ""
+        if lib:
+            lib_cpu = best_cpu_rate(lib["steps"])
+            vs_lib = f" (floor / aioari app: {_f(floor_cpu / lib_cpu if lib_cpu else None)}x)"
+        rows.append(("same workload, floor (raw asyncio, no log, no flows)",
+                     f"{_f(floor['sustained_per_s'], 0)}/s; {_f(floor_cpu, 0)} per "
+                     f"CPU-second{vs_lib}", "", ""))
+        if tp:
+            ratio = best_cpu_rate(tp["steps"]) / floor_cpu if floor_cpu else float("nan")
+            ratio_rate = (tp["sustained_per_s"] / floor["sustained_per_s"]
+                          if floor.get("sustained_per_s") else float("nan"))
+            rows.append(("daemon / floor",
+                         f"{_f(ratio_rate, 2)}x sustained rate, {_f(ratio, 2)}x per "
+                         "CPU-second", "", ""))
+    elif (result.get("floor") or {}).get("error"):
+        rows.append(("floor app", result["floor"]["error"], "", ""))
     e2e = result.get("e2e") or {}
     variants = e2e.get("variants") or {}
     for name, v in variants.items():
@@ -223,7 +262,8 @@ def table(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines.append("")
     lines.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux "
-                 f"{m['kernel']}, Python {m['python']}; "
+                 f"{m['kernel']}, Python {m['python']} "
+                 f"(event loop: {result.get('settings', {}).get('event_loop', 'asyncio')}); "
                  + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
                  + f"; commit {m['commit']}. Command: `{result['command']}` "
                  f"({result['started_at']}, {result['seconds']:.0f} s).")
@@ -252,6 +292,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                                                4000.0, 5000.0, 6000.0, 8000.0, 10000.0,
                                                15000.0, 20000.0],
         "step_seconds": 1.0 if quick else 3.0,
+        "event_loop": inprocess.EVENT_LOOP,
         "p99_limit_ms": 10.0,
     }
     log("== memory per live call (fresh process)")
@@ -270,14 +311,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             step_seconds=s["step_seconds"], p99_limit_ms=s["p99_limit_ms"], log=log)
     except Exception as exc:  # reported in the table; the smoke test is what fails
         result["inprocess"] = {"error": f"{type(exc).__name__}: {exc}"}
-    if not args.skip_library:
-        log("== the same throughput ramp through a minimal aioari app")
+    apps = [("library", "a minimal aioari app", run_library, args.skip_library),
+            ("floor", "the floor app (raw asyncio, no log, no flows)", run_floor,
+             args.skip_floor)]
+    for key, what, run_it, skip in apps:
+        if skip:
+            continue
+        log(f"== the same throughput ramp through {what}")
         try:
-            result["library"] = await run_library(
+            result[key] = await run_it(
                 bridged_calls=s["bridged_calls"], rates=s["rates"],
                 step_seconds=s["step_seconds"], p99_limit_ms=s["p99_limit_ms"], log=log)
         except Exception as exc:  # a benchmark reports, it does not fail
-            result["library"] = {"error": f"{type(exc).__name__}: {exc}"}
+            result[key] = {"error": f"{type(exc).__name__}: {exc}"}
     if not args.skip_e2e:
         log("== end to end on Asterisk (AMI timestamps)")
         try:
@@ -310,14 +356,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="keypress-ari benchmarks")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
     parser.add_argument("--skip-library", action="store_true")
+    parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--skip-sip", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=inprocess.EVENT_LOOP,
+                        help="the event loop of the daemon and of the apps it is compared with")
     args = parser.parse_args()
+    from keypress_ari.cli import loop_factory
     from keypress_ari.logs import configure_logging
 
     configure_logging("warning")
-    result = asyncio.run(main_async(args))
+    inprocess.EVENT_LOOP = args.loop
+    with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+        result = runner.run(main_async(args))
     args.out.mkdir(parents=True, exist_ok=True)
     text = table(result)
     (args.out / "bench.json").write_text(json.dumps(result, indent=1, default=str) + "\n")

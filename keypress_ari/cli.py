@@ -94,6 +94,15 @@ def _show(call_id: str) -> Callable[[Any], Awaitable[int]]:
     return work
 
 
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop the daemon runs on (``[runtime] event_loop``)."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -102,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from keypress_ari.daemon import run_daemon
 
-            asyncio.run(run_daemon(settings))
+            with asyncio.Runner(loop_factory=loop_factory(settings.runtime.event_loop)) as runner:
+                runner.run(run_daemon(settings))
             return 0
         work: Callable[[Any], Awaitable[int]]
         if args.command == "db":

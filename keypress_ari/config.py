@@ -94,6 +94,12 @@ class JournalSettings(_Section):
         return self.state_dir / "journal"
 
 
+class RuntimeSettings(_Section):
+    # uvloop: about 15-20 % more key presses per CPU-second and shorter latency tails under
+    # load than asyncio's own loop (bench/results/profile.md); "asyncio" is the fallback.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KEYPRESS_", env_nested_delimiter="__", extra="forbid"
@@ -106,6 +112,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     admin: AdminSettings = AdminSettings()
     journal: JournalSettings = JournalSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
 
     @classmethod
     def settings_customise_sources(

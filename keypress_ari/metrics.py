@@ -122,6 +122,8 @@ class _Family(ABC, Generic[C]):
         """A new child (one label set)."""
 
     def labels(self, **values: str) -> C:
+        if not values and not self.labelnames:
+            return self._children[()]  # a family without labels: its one child
         try:  # on the key press path: one dict lookup when the series exists
             key = tuple([str(values[n]) for n in self.labelnames])
             wrong = len(values) != len(key)
@@ -263,6 +265,7 @@ class DaemonMetrics:
         self._webhook_source: Callable[[], Mapping[str, float]] | None = None
         self._counter_sources: list[tuple[Counter, Callable[[], float]]] = []  # read at render
         self.journal_full_total: Counter | None = None
+        self._op_series: dict[tuple[object, ...], CounterChild] = {}  # see observe_op
         r = self.registry = Registry()
         self.calls_active = r.gauge("keypress_calls_active", "Calls in progress in this daemon.")
         if calls_active is not None:
@@ -311,6 +314,8 @@ class DaemonMetrics:
     def observe_op(self, op: object) -> None:
         """Count key presses and call control actions from one call log op (never raises)."""
         kind = getattr(op, "kind", None)
+        if kind != "key_press" and kind != "call_control_action":
+            return
         detail = getattr(op, "detail", None)
         if not isinstance(detail, dict):
             return
@@ -321,11 +326,22 @@ class DaemonMetrics:
                 outcome = "matched"
             else:
                 outcome = "no_match"
-            group, flow = _split_flow(getattr(op, "flow", None))
-            self.key_presses.labels(group=group, flow=flow, outcome=outcome).inc()
-        elif kind == "call_control_action":
-            self.actions.labels(action=str(detail.get("action", "unknown")),
-                                outcome=str(detail.get("outcome", "unknown"))).inc()
+            key: tuple[object, ...] = (getattr(op, "flow", None), outcome)
+        else:
+            key = (kind, detail.get("action", "unknown"), detail.get("outcome", "unknown"))
+        # One dict lookup per op on the key press path; the memo is bounded (the counters
+        # themselves cap their series).
+        child = self._op_series.get(key)
+        if child is None:
+            if len(self._op_series) >= 4096:
+                self._op_series.clear()
+            if kind == "key_press":
+                group, flow = _split_flow(key[0])  # type: ignore[arg-type]
+                child = self.key_presses.labels(group=group, flow=flow, outcome=outcome)
+            else:
+                child = self.actions.labels(action=str(key[1]), outcome=str(key[2]))
+            self._op_series[key] = child
+        child.inc()
 
     def observe_webhook(self, outcome: str) -> None:
         """One webhook delivery attempt finished (``delivered``, ``retry``, ``dead``)."""

@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from bench import inprocess
-from bench.run import table
+from bench.run import run_floor, table
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +61,14 @@ async def test_inprocess_benchmarks_produce_well_formed_figures() -> None:
                                                   "kernel": "k", "python": "3",
                                                   "versions": {}, "commit": "c"}})
     assert "DTMF frame -> first REST request, 10 live calls" in rendered
+
+
+async def test_floor_app_runs_the_throughput_ramp() -> None:
+    """The floor app (bench/floor_app.py, its own process) answers every press of a tiny
+    ramp, so the floor row of `make bench` cannot rot either."""
+    result = await run_floor(bridged_calls=20, rates=[60.0], step_seconds=0.5,
+                             p99_limit_ms=1000.0, log=lambda _: None)
+    assert "error" not in result, result.get("error")
+    [step] = result["throughput"]["steps"]
+    assert step["sent"] == step["answered"] > 0
+    _well_formed(step["wire"], step["answered"])

@@ -10,14 +10,15 @@ more CPU per key press than the rest of the daemon (``bench/results/profile.md``
 from __future__ import annotations
 
 import base64
-import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import structlog
 
+from keypress_ari import jsoncodec
 from keypress_ari.ari.errors import AriError, AriNotFound, AriUnavailable, error_for_status
 from keypress_ari.ari.events import Bridge, Channel, Playback
 from keypress_ari.ari.http import HttpPool, HttpProtocolError
@@ -35,9 +36,19 @@ def basic_auth_header(user: str, password: str) -> str:
     return f"Basic {token}"
 
 
+# Characters that never need quoting (RFC 3986 unreserved): ids and most values are made of
+# them only, and checking is much cheaper than quoting (a key press makes such a request).
+_unreserved = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
+
+
 def _q(value: str) -> str:
-    """Quote an id for use as one path segment."""
-    return quote(value, safe="")
+    """Quote an id for use as one path segment (or one query value)."""
+    return value if _unreserved(value) else quote(value, safe="")
+
+
+def _query(params: Params) -> str:
+    """``k=v&...`` for the values that are not None, each key and value quoted."""
+    return "&".join(f"{_q(k)}={_q(v)}" for k, v in params.items() if v is not None)
 
 
 def _flag(value: bool) -> str:
@@ -106,15 +117,14 @@ class AriClient:
             self.on_request()
         target = path
         if params:
-            query = urlencode([(k, v) for k, v in params.items() if v is not None],
-                              quote_via=quote)
+            query = _query(params)
             if query:
                 target += "?" + query
         pool = self._pool
         if pool is None:
             pool = self._pool = HttpPool(self.base_url, self._headers,
                                          limit=self.max_connections)
-        body = None if json_body is None else json.dumps(json_body).encode()
+        body = None if json_body is None else jsoncodec.dumps_bytes(json_body)
         try:
             status, body = await pool.request(method, target, body, self._timeout)
         except TimeoutError:
@@ -126,7 +136,7 @@ class AriClient:
             if not body:
                 return None
             try:
-                return json.loads(body)
+                return jsoncodec.loads(body)
             except ValueError:
                 raise AriError(
                     "response is not JSON", status=status, method=method, path=path
@@ -136,7 +146,7 @@ class AriClient:
     @staticmethod
     def _error_message(body: bytes, status: int) -> str:
         try:
-            decoded = json.loads(body)
+            decoded = jsoncodec.loads(body)
         except ValueError:
             decoded = None
         if isinstance(decoded, dict) and isinstance(decoded.get("message"), str):

@@ -24,6 +24,10 @@ __all__ = ["HttpPool", "HttpProtocolError"]
 IDLE_SECONDS = 10.0
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# Request deadlines are checked by one sweep this often while requests are in flight, not
+# by a timer per request (a timer per request was a heap push and a cancel per key press).
+# A request times out at most this late.
+SWEEP_SECONDS = 0.05
 
 
 class HttpProtocolError(Exception):
@@ -226,6 +230,9 @@ class HttpPool:
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
+        # In-flight requests (at most ``limit``: one per connection) and their deadlines.
+        self._inflight: dict[asyncio.Future[tuple[int, bytes]], float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def request(self, method: str, target: str, body: bytes | None,
                       timeout: float) -> tuple[int, bytes]:
@@ -242,7 +249,10 @@ class HttpPool:
             data = (head + f"Content-Type: application/json\r\nContent-Length: {len(body)}"
                     "\r\n\r\n").encode("latin-1") + body
         waiter = conn.send(data)
-        timer = loop.call_at(deadline, _expire, waiter)
+        inflight = self._inflight
+        inflight[waiter] = deadline
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(SWEEP_SECONDS, self._sweep)
         try:
             result = await waiter
         except BaseException:
@@ -250,9 +260,21 @@ class HttpPool:
             self._release(conn)
             raise
         finally:
-            timer.cancel()
+            del inflight[waiter]
         self._release(conn)
         return result
+
+    def _sweep(self) -> None:
+        """Fail the requests past their deadline; runs while any request is in flight."""
+        self._sweeper = None
+        if not self._inflight:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for waiter, deadline in list(self._inflight.items()):  # at most ``limit`` entries
+            if deadline <= now and not waiter.done():
+                waiter.set_exception(TimeoutError())
+        self._sweeper = loop.call_later(SWEEP_SECONDS, self._sweep)
 
     async def _acquire(self, deadline: float) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -323,8 +345,3 @@ class HttpPool:
             if not waiter.done():
                 waiter.set_result(None)  # wake them: they raise "client closed"
         self._waiters.clear()
-
-
-def _expire(waiter: asyncio.Future[tuple[int, bytes]]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -23,6 +22,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aiohttp
 import structlog
 
+from keypress_ari import jsoncodec
 from keypress_ari.ari.client import basic_auth_header
 from keypress_ari.ari.events import Event, EventParseError, parse_event
 
@@ -225,7 +225,7 @@ class EventStream:
     @staticmethod
     def _decode(text: str) -> Event | None:
         try:
-            data = json.loads(text)
+            data = jsoncodec.loads(text)
         except ValueError as exc:
             log.warning("ari.events.garbage", reason=f"bad JSON: {exc}", frame=text[:200])
             return None

@@ -56,14 +56,15 @@ class CallContext:
                 end_reason: str | None = None) -> None:
         """Queue the call row's new state (stage, tokens, legs, disposition, snapshot)."""
         st.dirty = False
+        snapshot = st.snapshot()  # its own copies: the op may share them
         self.calllog.emit(
             CallUpdated(
                 call_id=st.call_id,
                 stage=st.stage.value,
-                tokens=dict(st.tokens),
-                legs=dict(st.legs),
+                tokens=snapshot["tokens"],
+                legs=snapshot["legs"],
                 disposition=st.disposition,
-                state=st.snapshot(),
+                state=snapshot,
                 ended_at=datetime.now(UTC) if ended_by else None,
                 ended_by=ended_by,
                 end_reason=end_reason,

@@ -4,10 +4,11 @@ them; nothing here does I/O."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from keypress_ari import jsoncodec
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +102,7 @@ VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6, $7::uuid)
 ON CONFLICT (idempotency_key) DO NOTHING"""
 
 
-# One encoder for every row (json.dumps builds one per call when given ``default``).
-_json = json.JSONEncoder(default=str, separators=(",", ":")).encode
+_json = jsoncodec.dumps
 
 
 def row_args(op: Op) -> tuple[str, tuple[Any, ...]]:

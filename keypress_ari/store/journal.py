@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import json
 import os
 import re
 import struct
@@ -46,6 +45,7 @@ from typing import Any
 
 import structlog
 
+from keypress_ari import jsoncodec
 from keypress_ari.store import callops
 
 log = structlog.get_logger("keypress.journal")
@@ -78,11 +78,11 @@ def encode_op(op: Any) -> bytes:
     for f in dataclasses.fields(op):
         value = getattr(op, f.name)
         data[f.name] = value.isoformat() if isinstance(value, datetime) else value
-    return json.dumps(data, separators=(",", ":"), default=str).encode()
+    return jsoncodec.dumps_bytes(data)
 
 
 def decode_op(raw: bytes) -> Any:
-    data = json.loads(raw)
+    data = jsoncodec.loads(raw)
     cls, stamps = _op_types()[data.pop("t")]
     for name in stamps:
         if data.get(name) is not None:

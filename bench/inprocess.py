@@ -48,6 +48,7 @@ from keypress_ari.calls.dispatcher import Dispatcher
 from keypress_ari.calls.state import Stage
 from keypress_ari.calls.timing import DtmfLatency
 from keypress_ari.config import CallSettings
+from keypress_ari.daemon import settle_heap
 from keypress_ari.flows.yamlio import load_catalog_yaml
 from keypress_ari.logs import configure_logging
 from keypress_ari.metrics import DaemonMetrics
@@ -322,7 +323,7 @@ async def start_daemon(base_url: str, *, log_level: str = "info",
     daemon.tasks.append(asyncio.create_task(calllog.run(), name="calllog"))
     daemon.tasks.append(asyncio.create_task(stream.run(), name="ari-stream"))
     await stream.wait_connected(10)
-    gc.freeze()  # as Daemon.start does once started
+    settle_heap()  # as Daemon.start does once started
     return daemon
 
 
@@ -408,36 +409,47 @@ def degraded(step: Step, p99_limit_ms: float) -> bool:
 async def ramp(fake: FakeAriProcess, app_pid: int, rates: Sequence[float], seconds: float,
                p99_limit_ms: float, daemon_latencies: list[float] | None = None,
                log: Callable[[str], None] = print, fake_pid: int | None = None) -> list[Step]:
-    """Offer presses on bridged calls at each rate for ``seconds``; stop after the first
-    step whose latency degraded. With ``fake_pid`` the fake ARI's CPU is recorded too."""
+    """Offer presses on bridged calls at each rate for ``seconds``; stop at the first rate
+    whose latency degraded twice in a row (a degraded step is run once more: one pause of the
+    machine or of the fake should not decide the limit; both are recorded). With
+    ``fake_pid`` the fake ARI's CPU is recorded too."""
     steps: list[Step] = []
     for rate in rates:
-        count = max(10, int(rate * seconds))
-        start = len(daemon_latencies) if daemon_latencies is not None else 0
-        cpu0 = cpu_seconds(app_pid)
-        fake0 = cpu_seconds(fake_pid) if fake_pid is not None else 0.0
-        result = await fake.control("press", rate=rate, count=count, kind="bridged",
-                                    timeout=max(10.0, seconds * 3))
-        cpu1 = cpu_seconds(app_pid)
-        fake1 = cpu_seconds(fake_pid) if fake_pid is not None else 0.0
-        span = max(1e-9, result["last_answered"] - result["first_sent"])
-        inside = daemon_latencies[start:] if daemon_latencies is not None else None
-        step = Step(rate=rate, sent=result["sent"], answered=result["answered"],
-                    achieved_per_s=result["answered"] / span, app_cpu_s=cpu1 - cpu0,
-                    daemon=summarize(inside) if inside is not None else None,
-                    wire=summarize(result["latencies"]),
-                    fake_cpu_s=fake1 - fake0 if fake_pid is not None else None)
-        steps.append(step)
-        span_cpu = result["last_answered"] - result["first_sent"]
-        fake_note = (f", fake ARI {step.fake_cpu_s / span_cpu:.0%} CPU"
-                     if step.fake_cpu_s is not None and span_cpu > 0 else "")
-        log(f"  {rate:>8.0f}/s offered: {step.achieved_per_s:8.0f}/s handled, "
-            f"{step.answered}/{step.sent} answered, wire p99 {float(step.wire['p99_ms']):.2f} ms, "
-            f"{step.presses_per_cpu_s:.0f} presses per CPU-second{fake_note}")
-        if degraded(step, p99_limit_ms):
-            break
-        await asyncio.sleep(0.5)
+        for attempt in (1, 2):
+            step = await _step(fake, app_pid, rate, seconds, daemon_latencies, fake_pid)
+            steps.append(step)
+            span = step.answered / step.achieved_per_s if step.achieved_per_s > 0 else 0.0
+            fake_note = (f", fake ARI {step.fake_cpu_s / span:.0%} CPU"
+                         if step.fake_cpu_s is not None and span > 0 else "")
+            log(f"  {rate:>8.0f}/s offered: {step.achieved_per_s:8.0f}/s handled, "
+                f"{step.answered}/{step.sent} answered, wire p99 "
+                f"{float(step.wire['p99_ms']):.2f} ms, {step.presses_per_cpu_s:.0f} presses per "
+                f"CPU-second{fake_note}{' (repeated)' if attempt == 2 else ''}")
+            await asyncio.sleep(0.5)
+            if not degraded(step, p99_limit_ms):
+                break
+        else:
+            break  # degraded twice: the limit
     return steps
+
+
+async def _step(fake: FakeAriProcess, app_pid: int, rate: float, seconds: float,
+                daemon_latencies: list[float] | None, fake_pid: int | None) -> Step:
+    count = max(10, int(rate * seconds))
+    start = len(daemon_latencies) if daemon_latencies is not None else 0
+    cpu0 = cpu_seconds(app_pid)
+    fake0 = cpu_seconds(fake_pid) if fake_pid is not None else 0.0
+    result = await fake.control("press", rate=rate, count=count, kind="bridged",
+                                timeout=max(10.0, seconds * 3))
+    cpu1 = cpu_seconds(app_pid)
+    fake1 = cpu_seconds(fake_pid) if fake_pid is not None else 0.0
+    span = max(1e-9, result["last_answered"] - result["first_sent"])
+    inside = daemon_latencies[start:] if daemon_latencies is not None else None
+    return Step(rate=rate, sent=result["sent"], answered=result["answered"],
+                achieved_per_s=result["answered"] / span, app_cpu_s=cpu1 - cpu0,
+                daemon=summarize(inside) if inside is not None else None,
+                wire=summarize(result["latencies"]),
+                fake_cpu_s=fake1 - fake0 if fake_pid is not None else None)
 
 
 async def measure_memory(calls: int, *, pin: bool = True) -> dict[str, Any]:

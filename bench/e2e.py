@@ -22,17 +22,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
+import socket
+import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.inprocess import percentile
+if __name__ == "__main__":  # run as a script (the minimal app's own process)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.ami import AmiClient
+from bench.inprocess import EVENT_LOOP, percentile, stop_process
 from keypress_ari.ari.client import AriClient
+from keypress_ari.ari.errors import AriError
 from keypress_ari.ari.events import ChannelDtmfReceived, Event, StasisStart
 from keypress_ari.ari.stream import EventStream
+
+MINIMAL_APP = "kp-bench-min"  # its Stasis app (asterisk/etc/extensions.conf, keypress-bench)
+_THIS_FILE = str(Path(__file__).resolve())
 
 E2E_CATALOG = """
 flow_groups:
@@ -44,100 +56,6 @@ routers:
 numbers:
   - {number: "18005550300", router: bench-e2e}
 """
-
-AmiMessage = dict[str, str]
-
-
-class AmiClient:
-    """A minimal AMI client: login, actions with ActionID, events to waiters."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._ids = itertools.count(1)
-        self._responses: dict[str, asyncio.Future[AmiMessage]] = {}
-        self._waiters: list[tuple[Callable[[AmiMessage], bool], asyncio.Future[AmiMessage]]] = []
-        self.events: list[AmiMessage] = []
-
-    async def connect(self, user: str, secret: str, events: str = "call,dtmf") -> None:
-        reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), 5)
-        self._reader = reader
-        await asyncio.wait_for(reader.readline(), 5)  # the banner
-        self._task = asyncio.create_task(self._read_loop(), name="ami-reader")
-        reply = await self.action("Login", Username=user, Secret=secret, Events=events)
-        if reply.get("Response") != "Success":
-            raise RuntimeError(f"AMI login failed: {reply}")
-
-    async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(Exception):
-                await self._writer.wait_closed()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def action(self, name: str, timeout: float = 5.0, **fields: str) -> AmiMessage:
-        assert self._writer is not None
-        action_id = f"kpb-{next(self._ids)}"
-        future: asyncio.Future[AmiMessage] = asyncio.get_running_loop().create_future()
-        self._responses[action_id] = future
-        lines = [f"Action: {name}", f"ActionID: {action_id}"]
-        lines += [f"{k}: {v}" for k, v in fields.items()]
-        self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        await self._writer.drain()
-        try:
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            self._responses.pop(action_id, None)
-
-    async def wait_event(self, predicate: Callable[[AmiMessage], bool],
-                         timeout: float = 10.0) -> AmiMessage:
-        for event in self.events:
-            if predicate(event):
-                return event
-        future: asyncio.Future[AmiMessage] = asyncio.get_running_loop().create_future()
-        self._waiters.append((predicate, future))
-        try:
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            self._waiters = [(p, f) for p, f in self._waiters if f is not future]
-
-    async def _read_loop(self) -> None:
-        assert self._reader is not None
-        message: AmiMessage = {}
-        while True:  # ends with the connection (EOF) or cancellation
-            raw = await self._reader.readline()
-            if not raw:
-                return
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if line:
-                key, _, value = line.partition(":")
-                message[key.strip()] = value.strip()
-                continue
-            if message:
-                self._dispatch(message)
-            message = {}
-
-    def _dispatch(self, message: AmiMessage) -> None:
-        action_id = message.get("ActionID", "")
-        if "Response" in message and action_id in self._responses:
-            future = self._responses[action_id]
-            if not future.done():
-                future.set_result(message)
-            return
-        if "Event" not in message:
-            return
-        self.events.append(message)
-        if len(self.events) > 20_000:
-            del self.events[:10_000]
-        for predicate, future in self._waiters:
-            if not future.done() and predicate(message):
-                future.set_result(message)
-
 
 class MinimalAriApp:
     """Answer on StasisStart, hang up on the first digit: nothing else."""
@@ -169,6 +87,123 @@ class MinimalAriApp:
             await asyncio.wait_for(self._run, 5)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.ari.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class AppProcess:
+    """The daemon or the minimal app, each in its own process as in production (sharing the
+    bench's event loop would put each app's handling behind the others' callbacks)."""
+
+    proc: asyncio.subprocess.Process
+    admin_url: str = ""
+    admin_token: str = ""
+
+    async def stop(self) -> None:
+        await stop_process(self.proc, 10)
+
+
+async def wait_app_registered(base_url: str, user: str, password: str, app: str,
+                              proc: asyncio.subprocess.Process, timeout: float = 30.0) -> None:
+    """Until ``app`` has an events websocket on Asterisk (ARI knows the application)."""
+    client = AriClient(base_url, user, password, app="kp-bench-probe")
+    deadline = time.monotonic() + timeout
+    try:
+        while True:  # bounded by the deadline
+            if proc.returncode is not None:
+                raise RuntimeError(f"{app}: the process exited ({proc.returncode})")
+            try:
+                await client.get_application(app)
+                return
+            except AriError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{app} did not register with ARI") from None
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+
+
+async def start_daemon_process(base_url: str, user: str, password: str, dsn: str,
+                               workdir: Path) -> AppProcess:
+    """``keypress-ari run`` with a config of its own (admin API on a free port)."""
+    token = uuid.uuid4().hex
+    admin_port = _free_port()
+    config = workdir / "keypress-ari.toml"
+    config.write_text(f"""
+[ari]
+url = "{base_url}"
+user = "{user}"
+password = "{password}"
+app = "keypress"
+
+[database]
+dsn = "{dsn}"
+
+[log]
+level = "warning"
+
+[admin]
+host = "127.0.0.1"
+port = {admin_port}
+token = "{token}"
+
+[journal]
+state_dir = "{workdir / "state"}"
+
+[runtime]
+event_loop = "{EVENT_LOOP}"
+""")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "keypress_ari", "--config", str(config), "run",
+        stdin=asyncio.subprocess.DEVNULL)
+    app = AppProcess(proc, f"http://127.0.0.1:{admin_port}", token)
+    try:
+        await wait_app_registered(base_url, user, password, "keypress", proc)
+    except BaseException:
+        await app.stop()
+        raise
+    return app
+
+
+async def start_minimal_process(base_url: str, user: str, password: str) -> AppProcess:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, _THIS_FILE, "--minimal-app", base_url, user,
+        password, "--loop", EVENT_LOOP, stdin=asyncio.subprocess.DEVNULL)
+    app = AppProcess(proc)
+    try:
+        await wait_app_registered(base_url, user, password, MINIMAL_APP, proc)
+    except BaseException:
+        await app.stop()
+        raise
+    return app
+
+
+async def daemon_dtmf_histogram(app: AppProcess) -> dict[str, Any]:
+    """The daemon's own DTMF -> first request latency (``keypress_dtmf_to_ari_seconds``), as
+    bucket bounds: p50 and p99 each lie at or under the bound given."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(
+            f"{app.admin_url}/metrics",
+            headers={"Authorization": f"Bearer {app.admin_token}"}) as resp:
+        text = await resp.text()
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith("keypress_dtmf_to_ari_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1] if buckets else 0.0
+
+    def upper(q: float) -> float:
+        return next((b * 1000 for b, count in buckets if count >= q * total), float("nan"))
+
+    return {"n": int(total), "p50_le_ms": upper(0.5), "p99_le_ms": upper(0.99)}
 
 
 @dataclass
@@ -258,8 +293,6 @@ async def _fresh_database(admin_dsn: str) -> tuple[str, Callable[[], Any]]:
 
 async def run_e2e(*, calls: int = 50, concurrency: int = 4, admin_dsn: str,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    from keypress_ari.config import AriSettings, DatabaseSettings, Settings
-    from keypress_ari.daemon import Daemon
     from keypress_ari.flows.yamlio import load_catalog_yaml
     from keypress_ari.store.catalog import import_catalog
     from tests.support.asterisk import AsteriskServer
@@ -272,9 +305,10 @@ async def run_e2e(*, calls: int = 50, concurrency: int = 4, admin_dsn: str,
     caller = TestCaller(asterisk.base_url, asterisk.ari_user, asterisk.ari_password,
                         app="kp-bench-drv")
     ami = AmiClient("127.0.0.1", asterisk.ami_port)
+    creds = (asterisk.base_url, asterisk.ari_user, asterisk.ari_password)
+    apps: list[AppProcess] = []
     try:
-        info = AriClient(asterisk.base_url, asterisk.ari_user, asterisk.ari_password,
-                         app="kp-bench-drv")
+        info = AriClient(*creds, app="kp-bench-drv")
         try:
             data = await info._request("GET", "/asterisk/info")
             out["asterisk_version"] = (data or {}).get("system", {}).get("version", "?")
@@ -282,42 +316,28 @@ async def run_e2e(*, calls: int = 50, concurrency: int = 4, admin_dsn: str,
             await info.close()
         await ami.connect(asterisk.ami_user, asterisk.ami_password)
         await caller.start()
+        import asyncpg
 
-        settings = Settings(
-            ari=AriSettings(url=asterisk.base_url, user=asterisk.ari_user,
-                            password=asterisk.ari_password, app="keypress"),
-            database=DatabaseSettings(dsn=dsn))
-        daemon = Daemon(settings)
-        inside: list[float] = []  # the daemon's own DTMF -> first request, seconds
-        observe = daemon.metrics.observe_dtmf_to_ari
-
-        def observe_too(seconds: float) -> None:
-            inside.append(seconds)
-            observe(seconds)
-
-        daemon.metrics.observe_dtmf_to_ari = observe_too  # type: ignore[method-assign]
-        minimal = MinimalAriApp(asterisk.base_url, asterisk.ari_user, asterisk.ari_password,
-                                "kp-bench-min")
-        await daemon.start()
-        await minimal.start()
+        conn = await asyncpg.connect(dsn)
         try:
-            assert daemon.stream is not None and daemon.pool is not None
-            async with daemon.pool.acquire() as conn:
-                await import_catalog(conn, load_catalog_yaml(E2E_CATALOG, "bench-e2e.yaml"))
-            await daemon.reload_catalog()
-            await daemon.stream.wait_connected(10)
+            await import_catalog(conn, load_catalog_yaml(E2E_CATALOG, "bench-e2e.yaml"))
+        finally:
+            await conn.close()
+        with tempfile.TemporaryDirectory(prefix="kp-bench-e2e-") as workdir:
+            daemon = await start_daemon_process(*creds, dsn, Path(workdir))
+            apps.append(daemon)
+            apps.append(await start_minimal_process(*creds))
             # The three variants' calls interleaved (same moments, same load on Asterisk).
             results = await run_interleaved(caller, ami, VARIANTS, calls, concurrency)
             for name, result in results.items():
                 out["variants"][name] = summarize_variant(name, result, log)
-            own = [x * 1000 for x in inside[WARM_UP:]]
-            out["daemon_dtmf_to_request_ms"] = {
-                "n": len(own), "p50_ms": percentile(own, 50), "p99_ms": percentile(own, 99)}
-        finally:
+            out["daemon_dtmf_to_request"] = await daemon_dtmf_histogram(daemon)
             await asterisk.cleanup_channels()
-            await minimal.stop()
-            await daemon.stop()
+            for app in apps:
+                await app.stop()
     finally:
+        for app in apps:
+            await app.stop()
         await caller.close()
         await ami.close()
         await asterisk.stop()
@@ -336,3 +356,27 @@ def summarize_variant(name: str, result: VariantResult,
     log(f"  {name:>16}: p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms "
         f"({len(ms)} calls, {len(result.failures)} failed)")
     return row
+
+
+
+async def _run_minimal(base_url: str, user: str, password: str) -> None:
+    app = MinimalAriApp(base_url, user, password, MINIMAL_APP)
+    await app.start()
+    try:
+        await asyncio.Event().wait()  # until SIGTERM ends the process
+    finally:
+        await app.stop()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the minimal ARI app, in its own process")
+    parser.add_argument("--minimal-app", nargs=3, metavar=("URL", "USER", "PASSWORD"),
+                        required=True)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=EVENT_LOOP)
+    args = parser.parse_args()
+    from keypress_ari.cli import loop_factory
+
+    with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+        runner.run(_run_minimal(*args.minimal_app))

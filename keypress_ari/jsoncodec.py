@@ -7,8 +7,9 @@ encodes the same snapshot about 10x faster and decodes events about 2x faster.
 
 The output is compact JSON text (``str``). Values JSON has no type for are written with
 ``str()`` (datetimes as ISO 8601). Where orjson refuses something the standard library takes
-(an integer beyond 64 bits, a lone surrogate in a string), the standard library handles it,
-so the behaviour never depends on which one ran.
+(encoding an integer beyond 64 bits or a lone surrogate; decoding NaN), the standard library
+handles it. One difference remains: orjson decodes an integer beyond 64 bits as a float (the
+standard library as an int); ARI sends none.
 """
 
 from __future__ import annotations

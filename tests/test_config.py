@@ -101,3 +101,28 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).parent.parent / "config" / "keypress-ari.toml"
     s = load_settings(example)
     assert require_ari(s).app == "keypress"
+
+
+def test_event_loop_is_uvloop_by_default_and_can_be_asyncio(tmp_path: Path) -> None:
+    import asyncio
+
+    import uvloop
+
+    from keypress_ari.cli import loop_factory
+
+    default = load_settings(write(tmp_path, GOOD))
+    assert default.runtime.event_loop == "uvloop"
+    loop = loop_factory(default.runtime.event_loop)()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    chosen = load_settings(write(tmp_path, GOOD + '\n[runtime]\nevent_loop = "asyncio"\n'))
+    loop = loop_factory(chosen.runtime.event_loop)()
+    try:
+        assert not isinstance(loop, uvloop.Loop)
+        assert isinstance(loop, asyncio.AbstractEventLoop)
+    finally:
+        loop.close()
+    with pytest.raises(ConfigError, match=r"runtime\.event_loop"):
+        load_settings(write(tmp_path, GOOD + '\n[runtime]\nevent_loop = "trio"\n'))

@@ -316,10 +316,12 @@ class HttpPool:
                     self._wake_one()  # woken, but leaving (timeout, cancel): pass it on
                 raise
             finally:
+                # A waiter that was woken has left the queue (_wake_one pops it); one that
+                # timed out or was cancelled stays in it, done, and _wake_one skips it. No
+                # search of the queue here: it holds every request waiting for a connection,
+                # thousands under overload, and a search per request made that quadratic.
                 if not waiter.done():
                     waiter.cancel()
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
 
     def _release(self, conn: _Connection) -> None:
         if conn.closed or not conn.keep_alive or self._closed:

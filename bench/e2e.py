@@ -36,8 +36,9 @@ from urllib.parse import urlsplit, urlunsplit
 if __name__ == "__main__":  # run as a script (the minimal app's own process)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import procs
 from bench.ami import AmiClient
-from bench.inprocess import EVENT_LOOP, percentile, stop_process
+from bench.procs import percentile, stop_process
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.errors import AriError
 from keypress_ari.ari.events import ChannelDtmfReceived, Event, StasisStart
@@ -157,7 +158,7 @@ token = "{token}"
 state_dir = "{workdir / "state"}"
 
 [runtime]
-event_loop = "{EVENT_LOOP}"
+event_loop = "{procs.EVENT_LOOP}"
 """)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "keypress_ari", "--config", str(config), "run",
@@ -174,7 +175,7 @@ event_loop = "{EVENT_LOOP}"
 async def start_minimal_process(base_url: str, user: str, password: str) -> AppProcess:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, _THIS_FILE, "--minimal-app", base_url, user,
-        password, "--loop", EVENT_LOOP, stdin=asyncio.subprocess.DEVNULL)
+        password, "--loop", procs.EVENT_LOOP, stdin=asyncio.subprocess.DEVNULL)
     app = AppProcess(proc)
     try:
         await wait_app_registered(base_url, user, password, MINIMAL_APP, proc)
@@ -374,7 +375,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="the minimal ARI app, in its own process")
     parser.add_argument("--minimal-app", nargs=3, metavar=("URL", "USER", "PASSWORD"),
                         required=True)
-    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=EVENT_LOOP)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=procs.EVENT_LOOP)
     args = parser.parse_args()
     from keypress_ari.cli import loop_factory
 

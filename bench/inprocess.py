@@ -27,20 +27,26 @@ Figures:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
-import statistics
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from bench import procs
+from bench.procs import (
+    OPEN_WAVE,
+    FakeAriProcess,
+    cpu_seconds,
+    fake_ari,
+    pin_cpu,
+    rss_bytes,
+    summarize,
+)
+from bench.throughput import best_sustained, ramp
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.stream import EventStream
 from keypress_ari.calls.context import CallContext, CatalogRef
@@ -55,12 +61,6 @@ from keypress_ari.metrics import DaemonMetrics
 from keypress_ari.store.calllog import CallLogWriter
 
 BENCH_DIR = Path(__file__).resolve().parent
-FAKE_ARI = BENCH_DIR / "fake_ari.py"
-OPEN_WAVE = 500
-# The event loop every measured program runs on: the daemon's default ([runtime] event_loop),
-# given to the aioari and floor apps too so that ratios compare designs, not loops.
-EVENT_LOOP = "uvloop"
-API_DOCS = Path("/var/cache/keypress-ari/asterisk-sid/usr/share/asterisk/rest-api")
 
 CATALOG = """
 flow_groups:
@@ -93,140 +93,6 @@ numbers:
   - {number: "18005550100", router: main}
   - {number: "18005550200", router: direct}
 """
-
-
-# --- statistics ------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100), nearest rank; NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
-
-
-def summarize(seconds: Sequence[float]) -> dict[str, float | int]:
-    """p50/p99/max/mean in milliseconds."""
-    ms = [s * 1000 for s in seconds]
-    return {
-        "n": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p99_ms": percentile(ms, 99),
-        "max_ms": max(ms) if ms else float("nan"),
-        "mean_ms": statistics.fmean(ms) if ms else float("nan"),
-    }
-
-
-def rss_bytes(pid: int | None = None) -> int:
-    """Resident set size from /proc (Linux)."""
-    path = f"/proc/{pid or 'self'}/statm"
-    pages = int(Path(path).read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU time of a process, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid or 'self'}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
-# --- the fake ARI process ------------------------------------------------------------------
-
-
-@dataclass
-class FakeAriProcess:
-    proc: asyncio.subprocess.Process
-    port: int
-    session: aiohttp.ClientSession
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/ari"
-
-    async def control(self, op: str, **params: Any) -> dict[str, Any]:
-        """One control request; a ``press`` waits up to its run's length plus ``timeout``."""
-        url = f"http://127.0.0.1:{self.port}/bench/{op}"
-        query = {k: str(v) for k, v in params.items()}
-        method = "GET" if op == "stats" else "POST"
-        budget = 300.0
-        if op == "press":
-            run = float(params.get("count", 100)) / float(params.get("rate", 100))
-            budget = run * 3 + 10 + float(params.get("timeout", 30)) + 10  # the fake's bounds
-        async with self.session.request(method, url, params=query,
-                                        timeout=aiohttp.ClientTimeout(total=budget)) as resp:
-            resp.raise_for_status()
-            data: dict[str, Any] = await resp.json()
-            return data
-
-    async def wait_ready(self, calls: int, timeout: float = 120.0) -> None:
-        """Until the fake counts ``calls`` calls ready for key presses."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:  # bounded by the deadline
-            stats = await self.control("stats")
-            if stats["ready"] >= calls:
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"only {stats['ready']} of {calls} calls ready after {timeout}s")
-
-
-def pin_cpu(cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
-        os.sched_setaffinity(0, {cpu})
-
-
-def _fake_command(ready: Path, cpu: int | None, prompt_ms: float) -> list[str]:
-    cmd = [sys.executable, str(FAKE_ARI), "--port", "0", "--ready-file", str(ready),
-           "--prompt-ms", str(prompt_ms), "--max-seconds", "3600"]
-    if API_DOCS.is_dir():
-        cmd += ["--api-docs", str(API_DOCS)]
-    if cpu is not None and (os.cpu_count() or 1) > cpu:
-        cmd += ["--cpu", str(cpu)]
-    return cmd
-
-
-def _read_port(path: Path) -> int | None:
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-async def stop_process(proc: asyncio.subprocess.Process, timeout: float = 5.0) -> None:
-    """SIGTERM, wait (bounded), SIGKILL; always reaped."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await asyncio.wait_for(proc.wait(), timeout)
-
-
-@contextlib.asynccontextmanager
-async def fake_ari(*, cpu: int | None = 1, prompt_ms: float = 0.0) -> AsyncIterator[
-        FakeAriProcess]:
-    """Start ``bench/fake_ari.py`` (pinned to ``cpu`` if the machine has it), stop it after."""
-    with tempfile.TemporaryDirectory(prefix="kp-fake-ari-") as tmp:
-        ready = Path(tmp) / "port"
-        proc = await asyncio.create_subprocess_exec(*_fake_command(ready, cpu, prompt_ms),
-                                                    stdin=asyncio.subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 20
-            port = _read_port(ready)
-            while port is None:  # bounded by the deadline
-                if proc.returncode is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"fake ARI did not start (exit {proc.returncode})")
-                await asyncio.sleep(0.02)
-                port = _read_port(ready)
-            async with aiohttp.ClientSession() as session:
-                yield FakeAriProcess(proc, port, session)
-        finally:
-            await stop_process(proc)
 
 
 # --- the daemon side -------------------------------------------------------------------------
@@ -376,82 +242,6 @@ async def hangup_all(fake: FakeAriProcess, daemon: DaemonUnderTest) -> None:
     await daemon.calllog.flush(30)
 
 
-@dataclass
-class Step:
-    rate: float
-    sent: int
-    answered: int
-    achieved_per_s: float
-    app_cpu_s: float
-    daemon: dict[str, float | int] | None
-    wire: dict[str, float | int]
-    fake_cpu_s: float | None = None  # the fake ARI's CPU over the step (is it the limit?)
-
-    @property
-    def presses_per_cpu_s(self) -> float:
-        return self.answered / self.app_cpu_s if self.app_cpu_s > 0 else float("nan")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"rate_per_s": self.rate, "sent": self.sent, "answered": self.answered,
-                "achieved_per_s": self.achieved_per_s, "app_cpu_s": self.app_cpu_s,
-                "presses_per_cpu_s": self.presses_per_cpu_s, "daemon": self.daemon,
-                "wire": self.wire, "fake_cpu_s": self.fake_cpu_s}
-
-
-def degraded(step: Step, p99_limit_ms: float) -> bool:
-    """Latency degraded: presses lost, rate not kept, or the wire p99 (the same measure for
-    the daemon and the library app) over the limit."""
-    p99 = float(step.wire["p99_ms"])
-    return (step.answered < step.sent or step.achieved_per_s < 0.95 * step.rate
-            or p99 > p99_limit_ms)
-
-
-async def ramp(fake: FakeAriProcess, app_pid: int, rates: Sequence[float], seconds: float,
-               p99_limit_ms: float, daemon_latencies: list[float] | None = None,
-               log: Callable[[str], None] = print, fake_pid: int | None = None) -> list[Step]:
-    """Offer presses on bridged calls at each rate for ``seconds``; stop at the first rate
-    whose latency degraded twice in a row (a degraded step is run once more: one pause of the
-    machine or of the fake should not decide the limit; both are recorded). With
-    ``fake_pid`` the fake ARI's CPU is recorded too."""
-    steps: list[Step] = []
-    for rate in rates:
-        for attempt in (1, 2):
-            step = await _step(fake, app_pid, rate, seconds, daemon_latencies, fake_pid)
-            steps.append(step)
-            span = step.answered / step.achieved_per_s if step.achieved_per_s > 0 else 0.0
-            fake_note = (f", fake ARI {step.fake_cpu_s / span:.0%} CPU"
-                         if step.fake_cpu_s is not None and span > 0 else "")
-            log(f"  {rate:>8.0f}/s offered: {step.achieved_per_s:8.0f}/s handled, "
-                f"{step.answered}/{step.sent} answered, wire p99 "
-                f"{float(step.wire['p99_ms']):.2f} ms, {step.presses_per_cpu_s:.0f} presses per "
-                f"CPU-second{fake_note}{' (repeated)' if attempt == 2 else ''}")
-            await asyncio.sleep(0.5)
-            if not degraded(step, p99_limit_ms):
-                break
-        else:
-            break  # degraded twice: the limit
-    return steps
-
-
-async def _step(fake: FakeAriProcess, app_pid: int, rate: float, seconds: float,
-                daemon_latencies: list[float] | None, fake_pid: int | None) -> Step:
-    count = max(10, int(rate * seconds))
-    start = len(daemon_latencies) if daemon_latencies is not None else 0
-    cpu0 = cpu_seconds(app_pid)
-    fake0 = cpu_seconds(fake_pid) if fake_pid is not None else 0.0
-    result = await fake.control("press", rate=rate, count=count, kind="bridged",
-                                timeout=max(10.0, seconds * 3))
-    cpu1 = cpu_seconds(app_pid)
-    fake1 = cpu_seconds(fake_pid) if fake_pid is not None else 0.0
-    span = max(1e-9, result["last_answered"] - result["first_sent"])
-    inside = daemon_latencies[start:] if daemon_latencies is not None else None
-    return Step(rate=rate, sent=result["sent"], answered=result["answered"],
-                achieved_per_s=result["answered"] / span, app_cpu_s=cpu1 - cpu0,
-                daemon=summarize(inside) if inside is not None else None,
-                wire=summarize(result["latencies"]),
-                fake_cpu_s=fake1 - fake0 if fake_pid is not None else None)
-
-
 async def measure_memory(calls: int, *, pin: bool = True) -> dict[str, Any]:
     """RSS growth per live call in this process, which must be fresh (nothing measured
     before): a warm-up of 50 calls first (code paths, connection pool), then ``calls`` calls
@@ -486,15 +276,10 @@ def measure_memory_in_fresh_process(calls: int, timeout: float = 600.0) -> dict[
     import subprocess
 
     out = subprocess.run([sys.executable, str(Path(__file__)), "--memory", str(calls),
-                          "--loop", EVENT_LOOP],
+                          "--loop", procs.EVENT_LOOP],
                          capture_output=True, text=True, timeout=timeout, check=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
-
-
-def best_sustained(steps: Sequence[Step], p99_limit_ms: float) -> float:
-    ok = [s.achieved_per_s for s in steps if not degraded(s, p99_limit_ms)]
-    return max(ok) if ok else 0.0
 
 
 async def run_inprocess(*, latency_calls: Sequence[int], presses: int, press_rate: float,
@@ -543,7 +328,7 @@ if __name__ == "__main__":
     sys.path.insert(0, str(BENCH_DIR.parent))
     parser = argparse.ArgumentParser(description="memory per live call, fresh process")
     parser.add_argument("--memory", type=int, required=True, help="live calls")
-    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=EVENT_LOOP)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=procs.EVENT_LOOP)
     args = parser.parse_args()
     from keypress_ari.cli import loop_factory
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.inprocess import fake_ari, pin_cpu, start_daemon
+from bench.inprocess import start_daemon
+from bench.procs import fake_ari, pin_cpu
 from keypress_ari.calls.state import Stage
 
 

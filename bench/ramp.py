@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import inprocess
+from bench import inprocess, procs
 from keypress_ari.cli import loop_factory
 
 
@@ -29,7 +29,7 @@ def main() -> None:
                         help="presses per second offered, one step each")
     parser.add_argument("--calls", type=int, default=2000, help="bridged calls")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per step")
-    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=inprocess.EVENT_LOOP)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=procs.EVENT_LOOP)
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     from keypress_ari.logs import configure_logging

@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import inprocess  # noqa: E402
+from bench import inprocess, procs, throughput  # noqa: E402
 
 GOALS = {
     "p99_at_10k_ms": 1.0,
@@ -79,10 +79,10 @@ async def run_app(script: str, name: str, *, bridged_calls: int, rates: list[flo
                   log: Callable[[str], None]) -> dict[str, Any]:
     """The throughput ramp through ``bench/<script>`` in its own process (CPU 0, the fake
     ARI on CPU 1), as the daemon's; ``name`` labels it in the result and errors."""
-    async with inprocess.fake_ari(cpu=1) as fake:
+    async with procs.fake_ari(cpu=1) as fake:
         cmd = [sys.executable, str(ROOT / "bench" / script),
                "--url", f"http://127.0.0.1:{fake.port}/", "--max-seconds", "1800"]
-        cmd += ["--loop", inprocess.EVENT_LOOP]
+        cmd += ["--loop", procs.EVENT_LOOP]
         if (os.cpu_count() or 1) > 1:
             cmd += ["--cpu", "0"]
         proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL)
@@ -92,22 +92,22 @@ async def run_app(script: str, name: str, *, bridged_calls: int, rates: list[flo
                 if proc.returncode is not None or time.monotonic() > deadline:
                     return {"error": f"the {name} app did not connect (exit {proc.returncode})"}
                 await asyncio.sleep(0.1)
-            rss0 = inprocess.rss_bytes(proc.pid)
-            for opened in range(0, bridged_calls, inprocess.OPEN_WAVE):
-                wave = min(inprocess.OPEN_WAVE, bridged_calls - opened)
+            rss0 = procs.rss_bytes(proc.pid)
+            for opened in range(0, bridged_calls, procs.OPEN_WAVE):
+                wave = min(procs.OPEN_WAVE, bridged_calls - opened)
                 await fake.control("open", calls=wave, kind="bridged")
                 await fake.wait_ready(opened + wave)
-            rss1 = inprocess.rss_bytes(proc.pid)
-            steps = await inprocess.ramp(fake, proc.pid, rates, step_seconds, p99_limit_ms,
+            rss1 = procs.rss_bytes(proc.pid)
+            steps = await throughput.ramp(fake, proc.pid, rates, step_seconds, p99_limit_ms,
                                          None, log, fake_pid=fake.proc.pid)
         finally:
-            await inprocess.stop_process(proc)
+            await procs.stop_process(proc)
     return {
         "app": name,
         "throughput": {
             "bridged_calls": bridged_calls,
             "steps": [s.as_dict() for s in steps],
-            "sustained_per_s": inprocess.best_sustained(steps, p99_limit_ms),
+            "sustained_per_s": throughput.best_sustained(steps, p99_limit_ms),
             "p99_limit_ms": p99_limit_ms,
         },
         "rss_per_call_bytes": (rss1 - rss0) / bridged_calls,
@@ -297,7 +297,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                                                4000.0, 5000.0, 6000.0, 8000.0, 10000.0,
                                                12000.0, 14000.0, 16000.0, 20000.0],
         "step_seconds": 1.0 if quick else 3.0,
-        "event_loop": inprocess.EVENT_LOOP,
+        "event_loop": procs.EVENT_LOOP,
         "p99_limit_ms": 10.0,
     }
     log("== memory per live call (fresh process)")
@@ -365,14 +365,14 @@ def main() -> None:
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--skip-sip", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=inprocess.EVENT_LOOP,
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=procs.EVENT_LOOP,
                         help="the event loop of the daemon and of the apps it is compared with")
     args = parser.parse_args()
     from keypress_ari.cli import loop_factory
     from keypress_ari.logs import configure_logging
 
     configure_logging("warning")
-    inprocess.EVENT_LOOP = args.loop
+    procs.EVENT_LOOP = args.loop
     with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
         result = runner.run(main_async(args))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.inprocess import cpu_seconds
+from bench.procs import cpu_seconds
 
 SIP_CATALOG = """
 flow_groups:

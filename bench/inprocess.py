@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+if __name__ == "__main__":  # run as a script (the memory figure's fresh process)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from bench import procs
 from bench.procs import (
     OPEN_WAVE,

@@ -72,3 +72,11 @@ async def test_floor_app_runs_the_throughput_ramp() -> None:
     [step] = result["throughput"]["steps"]
     assert step["sent"] == step["answered"] > 0
     _well_formed(step["wire"], step["answered"])
+
+
+def test_memory_figure_runs_in_a_fresh_process() -> None:
+    """`bench/inprocess.py --memory N` (the memory figure's own interpreter) still runs."""
+    result = inprocess.measure_memory_in_fresh_process(20, timeout=120)
+    assert result["live_calls"] == 20
+    assert isinstance(result["rss_per_call_bytes"], float)
+    assert result["rss_after_bytes"] > 0 and result["rss_before_bytes"] > 0

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +41,7 @@ from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.errors import AriError
 from keypress_ari.ari.events import ChannelDtmfReceived, Event, StasisStart
 from keypress_ari.ari.stream import EventStream
+from tests.support.process import daemon_env, free_port, spawn_daemon, until
 
 MINIMAL_APP = "kp-bench-min"  # its Stasis app (asterisk/etc/extensions.conf, keypress-bench)
 _THIS_FILE = str(Path(__file__).resolve())
@@ -90,13 +89,6 @@ class MinimalAriApp:
         await self.ari.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class AppProcess:
     """The daemon or the minimal app, each in its own process as in production (sharing the
@@ -110,75 +102,36 @@ class AppProcess:
         await stop_process(self.proc, 10)
 
 
-async def wait_app_registered(base_url: str, user: str, password: str, app: str,
-                              proc: asyncio.subprocess.Process, timeout: float = 30.0) -> None:
-    """Until ``app`` has an events websocket on Asterisk (ARI knows the application)."""
-    client = AriClient(base_url, user, password, app="kp-bench-probe")
-    deadline = time.monotonic() + timeout
-    try:
-        while True:  # bounded by the deadline
-            if proc.returncode is not None:
-                raise RuntimeError(f"{app}: the process exited ({proc.returncode})")
-            try:
-                await client.get_application(app)
-                return
-            except AriError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{app} did not register with ARI") from None
-            await asyncio.sleep(0.1)
-    finally:
-        await client.close()
-
-
-async def start_daemon_process(base_url: str, user: str, password: str, dsn: str,
+async def start_daemon_process(asterisk: Any, ari: AriClient, dsn: str,
                                workdir: Path) -> AppProcess:
-    """``keypress-ari run`` with a config of its own (admin API on a free port)."""
+    """``keypress-ari run`` as the tests start it (``tests/support/process.py``), with its
+    admin API on a free port, logging warnings only, on the bench's event loop."""
     token = uuid.uuid4().hex
-    admin_port = _free_port()
-    config = workdir / "keypress-ari.toml"
-    config.write_text(f"""
-[ari]
-url = "{base_url}"
-user = "{user}"
-password = "{password}"
-app = "keypress"
+    admin_port = free_port()
+    env = daemon_env(asterisk, dsn, workdir / "state")
+    env.update({"KEYPRESS_LOG__LEVEL": "warning", "KEYPRESS_ADMIN__PORT": str(admin_port),
+                "KEYPRESS_ADMIN__TOKEN": token, "KEYPRESS_RUNTIME__EVENT_LOOP": procs.EVENT_LOOP})
+    proc = await spawn_daemon(env, workdir / "daemon.log", ari)
+    return AppProcess(proc, f"http://127.0.0.1:{admin_port}", token)
 
-[database]
-dsn = "{dsn}"
 
-[log]
-level = "warning"
-
-[admin]
-host = "127.0.0.1"
-port = {admin_port}
-token = "{token}"
-
-[journal]
-state_dir = "{workdir / "state"}"
-
-[runtime]
-event_loop = "{procs.EVENT_LOOP}"
-""")
+async def start_minimal_process(asterisk: Any, ari: AriClient) -> AppProcess:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "keypress_ari", "--config", str(config), "run",
-        stdin=asyncio.subprocess.DEVNULL)
-    app = AppProcess(proc, f"http://127.0.0.1:{admin_port}", token)
-    try:
-        await wait_app_registered(base_url, user, password, "keypress", proc)
-    except BaseException:
-        await app.stop()
-        raise
-    return app
-
-
-async def start_minimal_process(base_url: str, user: str, password: str) -> AppProcess:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, _THIS_FILE, "--minimal-app", base_url, user,
-        password, "--loop", procs.EVENT_LOOP, stdin=asyncio.subprocess.DEVNULL)
+        sys.executable, _THIS_FILE, "--minimal-app", asterisk.base_url, asterisk.ari_user,
+        asterisk.ari_password, "--loop", procs.EVENT_LOOP, stdin=asyncio.subprocess.DEVNULL)
     app = AppProcess(proc)
+
+    async def registered() -> bool:
+        if proc.returncode is not None:
+            raise RuntimeError(f"the minimal app exited ({proc.returncode})")
+        try:
+            await ari.get_application(MINIMAL_APP)
+        except AriError:
+            return False
+        return True
+
     try:
-        await wait_app_registered(base_url, user, password, MINIMAL_APP, proc)
+        await until(registered, 30, "the minimal app registered its Stasis app")
     except BaseException:
         await app.stop()
         raise
@@ -306,15 +259,11 @@ async def run_e2e(*, calls: int = 50, concurrency: int = 4, admin_dsn: str,
     caller = TestCaller(asterisk.base_url, asterisk.ari_user, asterisk.ari_password,
                         app="kp-bench-drv")
     ami = AmiClient("127.0.0.1", asterisk.ami_port)
-    creds = (asterisk.base_url, asterisk.ari_user, asterisk.ari_password)
-    apps: list[AppProcess] = []
+    info = AriClient(asterisk.base_url, asterisk.ari_user, asterisk.ari_password,
+                     app="kp-bench-drv")
     try:
-        info = AriClient(*creds, app="kp-bench-drv")
-        try:
-            data = await info._request("GET", "/asterisk/info")
-            out["asterisk_version"] = (data or {}).get("system", {}).get("version", "?")
-        finally:
-            await info.close()
+        data = await info._request("GET", "/asterisk/info")
+        out["asterisk_version"] = (data or {}).get("system", {}).get("version", "?")
         await ami.connect(asterisk.ami_user, asterisk.ami_password)
         await caller.start()
         import asyncpg
@@ -324,21 +273,23 @@ async def run_e2e(*, calls: int = 50, concurrency: int = 4, admin_dsn: str,
             await import_catalog(conn, load_catalog_yaml(E2E_CATALOG, "bench-e2e.yaml"))
         finally:
             await conn.close()
+        apps: list[AppProcess] = []
         with tempfile.TemporaryDirectory(prefix="kp-bench-e2e-") as workdir:
-            daemon = await start_daemon_process(*creds, dsn, Path(workdir))
-            apps.append(daemon)
-            apps.append(await start_minimal_process(*creds))
-            # The three variants' calls interleaved (same moments, same load on Asterisk).
-            results = await run_interleaved(caller, ami, VARIANTS, calls, concurrency)
-            for name, result in results.items():
-                out["variants"][name] = summarize_variant(name, result, log)
-            out["daemon_dtmf_to_request"] = await daemon_dtmf_histogram(daemon)
-            await asterisk.cleanup_channels()
-            for app in apps:
-                await app.stop()
+            try:  # the apps stop before their directory goes
+                daemon = await start_daemon_process(asterisk, info, dsn, Path(workdir))
+                apps.append(daemon)
+                apps.append(await start_minimal_process(asterisk, info))
+                # The three variants' calls interleaved (same moments, same load on Asterisk).
+                results = await run_interleaved(caller, ami, VARIANTS, calls, concurrency)
+                for name, result in results.items():
+                    out["variants"][name] = summarize_variant(name, result, log)
+                out["daemon_dtmf_to_request"] = await daemon_dtmf_histogram(daemon)
+                await asterisk.cleanup_channels()
+            finally:
+                for app in apps:
+                    await app.stop()
     finally:
-        for app in apps:
-            await app.stop()
+        await info.close()
         await caller.close()
         await ami.close()
         await asterisk.stop()
@@ -357,7 +308,6 @@ def summarize_variant(name: str, result: VariantResult,
     log(f"  {name:>16}: p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms "
         f"({len(ms)} calls, {len(result.failures)} failed)")
     return row
-
 
 
 async def _run_minimal(base_url: str, user: str, password: str) -> None:

@@ -41,7 +41,6 @@ ADOPT_FLUSH_TIMEOUT = 15.0  # seconds the first connection waits for the journal
 CATALOG_CHECK_INTERVAL = 5.0  # seconds; a missed NOTIFY is caught up this late at worst
 
 
-
 # Full (generation 2) collections only after this many generation-1 collections (the default
 # is 10). The key press path creates no reference cycles (a run of 48,000 presses and 5,000
 # calls with the collector off left nothing for it to find), so a full collection frees next
@@ -57,6 +56,7 @@ def settle_heap() -> None:
     gc.freeze()
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+
 
 class Daemon:
     def __init__(self, settings: Settings) -> None:

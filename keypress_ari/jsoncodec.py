@@ -30,15 +30,12 @@ def dumps_bytes(value: Any) -> bytes:
     try:
         return orjson.dumps(value, default=str, option=_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: a value orjson does not take
-        return _stdlib_encode(value).encode("utf-8", "surrogatepass")
+        return _stdlib_encode(value).encode()  # ASCII: lone surrogates come out escaped
 
 
 def dumps(value: Any) -> str:
     """``value`` as compact JSON text."""
-    try:
-        return orjson.dumps(value, default=str, option=_OPTIONS).decode()
-    except TypeError:
-        return _stdlib_encode(value)
+    return dumps_bytes(value).decode()
 
 
 def loads(data: str | bytes | bytearray) -> Any:
@@ -46,6 +43,6 @@ def loads(data: str | bytes | bytearray) -> Any:
     try:
         return orjson.loads(data)
     except ValueError:
-        # orjson is stricter on a few inputs the standard library takes (NaN, integers
-        # beyond 64 bits): let the standard library decide, and give its error.
+        # orjson is stricter on a few inputs the standard library takes (NaN, Infinity):
+        # let the standard library decide, and give its error.
         return json.loads(data)

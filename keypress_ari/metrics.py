@@ -122,17 +122,22 @@ class _Family(ABC, Generic[C]):
         """A new child (one label set)."""
 
     def labels(self, **values: str) -> C:
-        if not values and not self.labelnames:
-            return self._children[()]  # a family without labels: its one child
-        try:  # on the key press path: one dict lookup when the series exists
+        try:
             key = tuple([str(values[n]) for n in self.labelnames])
             wrong = len(values) != len(key)
         except KeyError:
             key, wrong = (), True
         if wrong:
             raise ValueError(f"{self.name}: labels must be {', '.join(self.labelnames)}")
+        return self.child(*key)
+
+    def child(self, *key: str) -> C:
+        """The child of the label values ``key``, in ``labelnames`` order: one dict lookup
+        when the series exists (the key press path calls this, not :meth:`labels`)."""
         child = self._children.get(key)
         if child is None:
+            if len(key) != len(self.labelnames):
+                raise ValueError(f"{self.name}: labels must be {', '.join(self.labelnames)}")
             if len(self._children) >= self.max_series:
                 key = (OVERFLOW,) * len(self.labelnames)
                 child = self._children.get(key)
@@ -161,7 +166,7 @@ class Counter(_Family[CounterChild]):
         return CounterChild()
 
     def inc(self, amount: float = 1.0) -> None:
-        self.labels().inc(amount)
+        self.child().inc(amount)
 
     def samples(self) -> Iterator[str]:
         for pairs, child in self.children():
@@ -175,10 +180,10 @@ class Gauge(_Family[GaugeChild]):
         return GaugeChild()
 
     def set(self, value: float) -> None:
-        self.labels().set(value)
+        self.child().set(value)
 
     def set_function(self, function: Callable[[], float]) -> None:
-        self.labels().set_function(function)
+        self.child().set_function(function)
 
     def samples(self) -> Iterator[str]:
         for pairs, child in self.children():
@@ -207,7 +212,7 @@ class Histogram(_Family[HistogramChild]):
         return HistogramChild(self.bounds)
 
     def observe(self, value: float) -> None:
-        self.labels().observe(value)
+        self.child().observe(value)
 
     def samples(self) -> Iterator[str]:
         for pairs, child in self.children():
@@ -265,7 +270,6 @@ class DaemonMetrics:
         self._webhook_source: Callable[[], Mapping[str, float]] | None = None
         self._counter_sources: list[tuple[Counter, Callable[[], float]]] = []  # read at render
         self.journal_full_total: Counter | None = None
-        self._op_series: dict[tuple[object, ...], CounterChild] = {}  # see observe_op
         r = self.registry = Registry()
         self.calls_active = r.gauge("keypress_calls_active", "Calls in progress in this daemon.")
         if calls_active is not None:
@@ -326,22 +330,11 @@ class DaemonMetrics:
                 outcome = "matched"
             else:
                 outcome = "no_match"
-            key: tuple[object, ...] = (getattr(op, "flow", None), outcome)
+            group, flow = _split_flow(getattr(op, "flow", None))
+            self.key_presses.child(group, flow, outcome).inc()
         else:
-            key = (kind, detail.get("action", "unknown"), detail.get("outcome", "unknown"))
-        # One dict lookup per op on the key press path; the memo is bounded (the counters
-        # themselves cap their series).
-        child = self._op_series.get(key)
-        if child is None:
-            if len(self._op_series) >= 4096:
-                self._op_series.clear()
-            if kind == "key_press":
-                group, flow = _split_flow(key[0])  # type: ignore[arg-type]
-                child = self.key_presses.labels(group=group, flow=flow, outcome=outcome)
-            else:
-                child = self.actions.labels(action=str(key[1]), outcome=str(key[2]))
-            self._op_series[key] = child
-        child.inc()
+            self.actions.child(str(detail.get("action", "unknown")),
+                               str(detail.get("outcome", "unknown"))).inc()
 
     def observe_webhook(self, outcome: str) -> None:
         """One webhook delivery attempt finished (``delivered``, ``retry``, ``dead``)."""

@@ -353,3 +353,19 @@ def test_parse_event_garbage() -> None:
     unknown = parse_event({"type": "ApplicationReplaced", "application": "a"})
     assert isinstance(unknown, UnknownEvent) and unknown.raw["application"] == "a"
     assert channel_id_of(unknown) is None
+
+
+def test_a_key_press_validates_only_its_channels_identity() -> None:
+    """ChannelDtmfReceived is on the key press path: its channel is validated as a
+    ChannelRef (id, name, state); the rest of the channel is ignored, like unknown fields."""
+    event = parse_event({
+        "type": "ChannelDtmfReceived", "application": "a", "timestamp": "t", "digit": "5",
+        "duration_ms": 90, "channel": {"id": "c-1", "name": "PJSIP/x-1", "state": "Up",
+                                        "caller": "not an object", "dialplan": 7}})
+    assert isinstance(event, ChannelDtmfReceived)
+    assert (event.channel.id, event.digit, event.duration_ms) == ("c-1", "5", 90)
+    assert channel_id_of(event) == "c-1"
+    with pytest.raises(EventParseError) as info:
+        parse_event({"type": "ChannelDtmfReceived", "application": "a", "timestamp": "t",
+                     "digit": "5", "duration_ms": 90, "channel": {"id": "c-1", "name": "n"}})
+    assert info.value.type == "ChannelDtmfReceived" and "channel.state" in info.value.message

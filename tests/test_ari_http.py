@@ -584,6 +584,32 @@ async def test_waiter_times_out_waiting_for_a_connection(
     assert [r.target for r in server.requests] == ["/ari/first", "/ari/third"]
 
 
+async def test_shorter_deadline_behind_a_longer_one_still_times_out(
+        start_server: StartServer, make_pool: MakePool) -> None:
+    """Waiting requests' deadlines are swept from the queue's head while they come in order;
+    one with a shorter timeout queued behind a longer one is not missed by that."""
+    release = asyncio.Event()
+    server = await start_server(holding(release))
+    pool = make_pool(server, limit=1)
+    first = asyncio.create_task(pool.request("GET", "/first", None, WAIT))
+    patient: asyncio.Task[tuple[int, bytes]] | None = None
+    try:
+        await server.wait_until(lambda: len(server.requests) == 1, "the first request")
+        patient = asyncio.create_task(pool.request("GET", "/patient", None, WAIT))
+        await settle(lambda: len(pool._waiters) == 1, "one request waiting")
+        with pytest.raises(TimeoutError):
+            await pool.request("GET", "/hasty", None, 0.2)
+        assert not patient.done()
+        release.set()
+        assert await asyncio.wait_for(first, WAIT) == (200, b"0:/ari/first")
+        assert await asyncio.wait_for(patient, WAIT) == (200, b"0:/ari/patient")
+    finally:
+        first.cancel()
+        if patient is not None:
+            patient.cancel()
+    assert [r.target for r in server.requests] == ["/ari/first", "/ari/patient"]
+
+
 async def test_expired_waiter_does_not_swallow_a_wakeup(
         start_server: StartServer, make_pool: MakePool) -> None:
     """A request whose deadline has already passed when it would wait for a connection

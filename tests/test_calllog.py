@@ -251,3 +251,39 @@ def test_rejections_are_told_from_outages() -> None:
     leak = exc.DataError("invalid input for query argument $5 in element #0 of executemany() "
                          "sequence: 'Bearer TOPSECRET' (expected str, got bytes)")
     assert "TOPSECRET" not in message(leak) and "$5" in message(leak)
+
+
+async def test_listeners_see_every_op_in_order_and_a_failing_one_stops_nothing(
+        db: asyncpg.Pool) -> None:
+    """emit() only queues; the listeners (metrics) see the ops of one loop iteration right
+    after it, in order. A listener that raises is logged and changes nothing else."""
+    call_id = str(uuid.uuid4())
+    writer = CallLogWriter(db)
+    seen: list[Op] = []
+
+    def broken(op: Op) -> None:
+        raise RuntimeError("listener bug")
+
+    writer.add_listener(broken)
+    writer.add_listener(seen.append)
+    ops: list[Op] = [opened(call_id), *(event(call_id, seq) for seq in range(1, 6))]
+    with capture_logs() as logs:
+        for op in ops:
+            writer.emit(op)
+        assert writer.backlog == 6  # queued at once, before any listener ran
+        await run_until_flushed(writer)
+    assert seen == ops
+    assert sum(entry["event"] == "call log listener failed" for entry in logs) == 6
+    async with db.acquire() as conn:
+        seqs = [r["seq"] for r in await conn.fetch(
+            "SELECT seq FROM call_events WHERE call_id = $1::uuid ORDER BY id", call_id)]
+    assert seqs == [1, 2, 3, 4, 5]
+
+
+def test_emit_without_a_running_loop_announces_at_once() -> None:
+    writer = CallLogWriter(pool=None)
+    seen: list[Op] = []
+    writer.add_listener(seen.append)
+    op = event(str(uuid.uuid4()), 1)
+    writer.emit(op)
+    assert seen == [op] and writer.backlog == 1

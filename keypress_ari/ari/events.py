@@ -23,6 +23,7 @@ __all__ = [
     "ChannelEnteredBridge",
     "ChannelHangupRequest",
     "ChannelLeftBridge",
+    "ChannelRef",
     "ChannelStateChange",
     "ChannelTalkingFinished",
     "ChannelTalkingStarted",
@@ -62,10 +63,17 @@ class DialplanCEP(_Model):
     app_data: str | None = None
 
 
-class Channel(_Model):
+class ChannelRef(_Model):
+    """A channel by its identity only: what a key press needs of it. Events that carry a
+    whole channel but are handled on the key press path validate only this part (a full
+    :class:`Channel` costs 2.5x as much to validate: three nested objects)."""
+
     id: str
     name: str
     state: str
+
+
+class Channel(ChannelRef):
     caller: CallerId
     connected: CallerId | None = None
     dialplan: DialplanCEP | None = None
@@ -114,7 +122,7 @@ class StasisEnd(_Event):
 
 
 class ChannelDtmfReceived(_Event):
-    channel: Channel
+    channel: ChannelRef  # the key press path: only the channel's identity is validated
     digit: str
     duration_ms: int
 
@@ -270,7 +278,7 @@ def channel_id_of(event: Event) -> str | None:
     in ``target_uri`` (``channel:ID``); bridge-only and unknown events to ``None``.
     """
     channel = getattr(event, "channel", None)
-    if isinstance(channel, Channel):
+    if isinstance(channel, ChannelRef):
         return channel.id
     if isinstance(event, Dial):
         return event.peer.id

@@ -228,7 +228,9 @@ class HttpPool:
         self.limit = limit
         self._idle: deque[_Connection] = deque()
         self._open = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Requests waiting for a free connection, with their deadlines.
+        self._waiters: deque[tuple[asyncio.Future[None], float]] = deque()
+        self._waiters_in_order = True  # their deadlines never decrease along the queue
         self._closed = False
         # In-flight requests (at most ``limit``: one per connection) and their deadlines.
         self._inflight: dict[asyncio.Future[tuple[int, bytes]], float] = {}
@@ -265,15 +267,32 @@ class HttpPool:
         return result
 
     def _sweep(self) -> None:
-        """Fail the requests past their deadline; runs while any request is in flight."""
+        """Fail the requests past their deadline, in flight or waiting for a connection;
+        runs every SWEEP_SECONDS while there are any (one timer for all of them)."""
         self._sweeper = None
-        if not self._inflight:
+        if not self._inflight and not self._waiters:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
         for waiter, deadline in list(self._inflight.items()):  # at most ``limit`` entries
             if deadline <= now and not waiter.done():
                 waiter.set_exception(TimeoutError())
+        waiters = self._waiters
+        while waiters and waiters[0][0].done():  # woken elsewhere, timed out, cancelled
+            waiters.popleft()
+        if self._waiters_in_order:
+            # Deadlines in queue order (every request with the same timeout, as the ARI
+            # client's): the expired ones are at the head, so stop at the first that is not.
+            for queued, deadline in waiters:
+                if deadline > now:
+                    break
+                if not queued.done():
+                    queued.set_exception(TimeoutError())
+        else:
+            for queued, deadline in waiters:
+                if deadline <= now and not queued.done():
+                    queued.set_exception(TimeoutError())
+            self._waiters_in_order = not waiters  # in order again once the queue empties
         self._sweeper = loop.call_later(SWEEP_SECONDS, self._sweep)
 
     async def _acquire(self, deadline: float) -> _Connection:
@@ -307,13 +326,17 @@ class HttpPool:
             if left <= 0:  # before queueing: a waiter left behind would swallow a wake-up
                 raise TimeoutError
             waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.append(waiter)
+            waiters = self._waiters
+            if waiters and deadline < waiters[-1][1]:
+                self._waiters_in_order = False
+            waiters.append((waiter, deadline))  # the sweep fails it at its deadline
+            if self._sweeper is None:
+                self._sweeper = loop.call_later(SWEEP_SECONDS, self._sweep)
             try:
-                async with asyncio.timeout(left):
-                    await waiter
+                await waiter
             except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake_one()  # woken, but leaving (timeout, cancel): pass it on
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._wake_one()  # woken, but leaving (cancelled): pass it on
                 raise
             finally:
                 # A waiter that was woken has left the queue (_wake_one pops it); one that
@@ -333,7 +356,7 @@ class HttpPool:
 
     def _wake_one(self) -> None:
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter, _ = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
@@ -343,7 +366,7 @@ class HttpPool:
         while self._idle:
             self._idle.pop().close()
             self._open -= 1
-        for waiter in self._waiters:
+        for waiter, _ in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)  # wake them: they raise "client closed"
         self._waiters.clear()

@@ -39,6 +39,7 @@ log = structlog.get_logger("keypress.call")
 TOKEN_VARIABLE_PREFIX = "KEYPRESS_TOKEN_"
 _KEY_PRESS_STAGES = (Stage.PROMPTING, Stage.WAITING)
 _LIVE_STAGES = (Stage.ROUTING, Stage.BRIDGED)
+_LEG_GONE = (ev.StasisEnd, ev.ChannelDestroyed)
 
 
 class Call(PromptStage, Dialing, LiveControl, CallBase):
@@ -54,7 +55,10 @@ class Call(PromptStage, Dialing, LiveControl, CallBase):
         if self.ended:
             return
         st = self.st
-        if isinstance(event, ev.StasisEnd | ev.ChannelDestroyed):
+        if type(event) is ev.ChannelDtmfReceived:  # the key press path: tested first
+            if not self._hanging_up:  # else the caller's channel is going away
+                await self._digit(event.channel.id, event.digit, event.duration_ms)
+        elif isinstance(event, _LEG_GONE):
             await self._leg_gone(event.channel.id, event)
         elif isinstance(event, ChannelVanished):
             await self._leg_gone(event.channel_id, event)
@@ -62,8 +66,6 @@ class Call(PromptStage, Dialing, LiveControl, CallBase):
             await self._resume(event.adopted)
         elif self._hanging_up:
             pass  # the caller's channel is going away: only its end still matters
-        elif isinstance(event, ev.ChannelDtmfReceived):
-            await self._digit(event.channel.id, event.digit, event.duration_ms)
         elif isinstance(event, ev.Dial):
             await self.dial_status(event.peer.id, event.dialstatus)
         elif isinstance(event, ev.PlaybackFinished):

@@ -49,9 +49,12 @@ class _Slot:
         return context
 
 
+_OWN_EVENTS = (TimerFired, ChannelVanished, Resumed)
+
+
 def channel_of(event: object) -> str | None:
     """The channel an event concerns (the call's own timers included)."""
-    if isinstance(event, TimerFired | ChannelVanished | Resumed):
+    if isinstance(event, _OWN_EVENTS):
         return event.channel_id
     return ev.channel_id_of(event)  # type: ignore[arg-type]  # any other object: None
 

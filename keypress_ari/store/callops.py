@@ -1,6 +1,11 @@
-"""The call log's ops: what the key press path queues (plain frozen dataclasses) and the
-SQL row each becomes. The writer (:mod:`.calllog`) and the journal (:mod:`.journal`) move
-them; nothing here does I/O."""
+"""The call log's ops: what the key press path queues (plain dataclasses) and the SQL row
+each becomes. The writer (:mod:`.calllog`) and the journal (:mod:`.journal`) move them;
+nothing here does I/O.
+
+An op is never changed once emitted. The ops built on every key press (``CallEvent``,
+``CallUpdated``) are not declared frozen all the same: a frozen dataclass's ``__init__`` sets
+each field through ``object.__setattr__`` and costs 5x as much (0.2 vs 1.0 us here), three
+times per press."""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ class CallOpened:
     started_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallEvent:
     call_id: str
     seq: int | None  # None: not one of the call's numbered events (e.g. log_rejected)
@@ -34,7 +39,7 @@ class CallEvent:
     detail: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallUpdated:
     """New values for a call row; ``ended_at`` set means the call is closed."""
 

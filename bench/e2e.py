@@ -15,7 +15,10 @@ Each call is a Local channel originated into the bench's own app (the ``;1`` hal
 tests' caller does); once the ``;2`` half is answered the digit is injected on ``;2`` with
 AMI ``PlayDTMF`` (``Receive: true``: the channel receives it as from its peer). Latency is
 the AMI ``Hangup`` event's ``Timestamp`` minus the ``DTMFEnd`` event's (``timestampevents
-= yes`` in ``manager.conf``), both for the ``;2`` channel.
+= yes`` in ``manager.conf``), both for the ``;2`` channel. For the two ARI apps the
+``SoftHangupRequest`` event splits it: until their hangup request reached Asterisk (the
+app's share and the websocket's), and from there to the hangup (Asterisk's share; an app
+busy at that moment on a small machine slows it).
 """
 
 from __future__ import annotations
@@ -163,11 +166,15 @@ async def daemon_dtmf_histogram(app: AppProcess) -> dict[str, Any]:
 @dataclass
 class VariantResult:
     samples_ms: list[float] = field(default_factory=list)
+    request_ms: list[float] = field(default_factory=list)  # DTMFEnd -> request at Asterisk
     failures: list[str] = field(default_factory=list)
 
 
-async def one_call(caller: Any, ami: AmiClient, number: str, context: str) -> float:
-    """Place a call, press 2 on its ;2 half with AMI, return DTMFEnd -> Hangup in ms."""
+async def one_call(caller: Any, ami: AmiClient, number: str,
+                   context: str) -> tuple[float, float | None]:
+    """Place a call, press 2 on its ;2 half with AMI; return DTMFEnd -> Hangup in ms, and
+    DTMFEnd -> the hangup request reaching Asterisk (the channel's ``SoftHangupRequest``:
+    for an ARI app, when its request arrived; for the dialplan, its ``Hangup()``)."""
     call = await caller.place_call(number, context=context, timeout=10)
     if not call.answered:
         raise RuntimeError(f"{number}@{context} was not answered")
@@ -184,7 +191,12 @@ async def one_call(caller: Any, ami: AmiClient, number: str, context: str) -> fl
                                   and e.get("Channel") == name, 10)
     with contextlib.suppress(Exception):
         await call.hangup()
-    return (float(hangup["Timestamp"]) - float(dtmf["Timestamp"])) * 1000
+    pressed = float(dtmf["Timestamp"])
+    request = next((float(e["Timestamp"]) for e in ami.events
+                    if e.get("Event") == "SoftHangupRequest" and e.get("Channel") == name),
+                   None)
+    return ((float(hangup["Timestamp"]) - pressed) * 1000,
+            None if request is None else (request - pressed) * 1000)
 
 
 VARIANTS = {
@@ -205,12 +217,15 @@ async def run_interleaved(caller: Any, ami: AmiClient, variants: dict[str, tuple
         number, context = variants[name]
         async with gate:
             try:
-                ms = await asyncio.wait_for(one_call(caller, ami, number, context), 30)
+                ms, request = await asyncio.wait_for(one_call(caller, ami, number, context),
+                                                     30)
             except Exception as exc:
                 results[name].failures.append(f"{type(exc).__name__}: {exc}")
                 return
             if index >= WARM_UP:
                 results[name].samples_ms.append(ms)
+                if request is not None:
+                    results[name].request_ms.append(request)
 
     await asyncio.gather(*(task(name, i) for i in range(calls + WARM_UP) for name in variants))
     return results
@@ -305,8 +320,14 @@ def summarize_variant(name: str, result: VariantResult,
     row = {"n": len(ms), "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
            "max_ms": max(ms) if ms else float("nan"), "failures": result.failures[:5],
            "failed": len(result.failures), "samples_ms": ms}
+    requests = result.request_ms
+    if requests:  # where the time goes: before the request reaches Asterisk, and after
+        row.update(request_n=len(requests), request_p50_ms=percentile(requests, 50),
+                   request_p99_ms=percentile(requests, 99))
     log(f"  {name:>16}: p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms "
-        f"({len(ms)} calls, {len(result.failures)} failed)")
+        f"({len(ms)} calls, {len(result.failures)} failed)"
+        + (f"; hangup request at Asterisk p50 {row['request_p50_ms']:.2f} ms"
+           if requests else ""))
     return row
 
 

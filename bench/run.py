@@ -231,6 +231,12 @@ def table(result: dict[str, Any]) -> str:
                      f"-> Hangup (AMI timestamps), {name}",
                      f"p50 {_f(v['p50_ms'])} / p99 {_f(v['p99_ms'])} ms ({v['n']} calls"
                      f"{', ' + str(v['failed']) + ' failed' if v['failed'] else ''})", "", ""))
+    for name, v in variants.items():
+        if "request_p50_ms" in v:
+            rows.append((f"  of which DTMFEnd -> the hangup request at Asterisk (AMI "
+                         f"SoftHangupRequest), {name}",
+                         f"p50 {_f(v['request_p50_ms'])} / p99 {_f(v['request_p99_ms'])} ms",
+                         "", ""))
     own = e2e.get("daemon_dtmf_to_request")
     if own:
         rows.append(("  of which inside the daemon: ChannelDtmfReceived read -> hangup request "

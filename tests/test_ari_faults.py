@@ -111,6 +111,7 @@ async def test_a_timeout_due_while_disconnected_fires_on_resume(
     assert kp.daemon.dispatcher is not None and not kp.daemon.stream.connected  # type: ignore[union-attr]
     proxy.refuse(False)
     await call.wait_hangup(10)
+    await kp.watch.event(call_id, "disposition")  # rows reach the log a linger after
     events = kp.watch.events(call_id)
     kinds = [e.kind for e in events]
     assert kinds.index("timeout_deferred") < kinds.index("timeout") < kinds.index("disposition")

@@ -30,7 +30,14 @@ async def test_an_error_in_one_event_is_logged_and_the_call_goes_on(
         monkeypatch: pytest.MonkeyPatch) -> None:
     writer = CallLogWriter(pool=None)  # never run: the ops are only observed
     ops: list[Op] = []
-    writer.add_listener(ops.append)
+    logged = asyncio.Event()
+
+    def observe(op: Op) -> None:
+        ops.append(op)
+        if isinstance(op, CallEvent) and op.kind == "error":
+            logged.set()
+
+    writer.add_listener(observe)
     ari = AriClient("http://127.0.0.1:1/ari", "u", "p", app="keypress")
     dispatcher = Dispatcher(CallContext(ari, writer, CatalogRef(Catalog.empty())))
     handled: list[str] = []
@@ -50,6 +57,8 @@ async def test_an_error_in_one_event_is_logged_and_the_call_goes_on(
         dispatcher.on_event(event("ChannelDtmfReceived", digit="2", duration_ms=100))
         await asyncio.wait_for(done.wait(), 5)
         assert await dispatcher.idle(5)
+        dispatcher.ctx.flush()  # what the writer does before each batch
+        await asyncio.wait_for(logged.wait(), 5)
     assert handled == ["StasisStart", "ChannelDtmfReceived", "ChannelDtmfReceived"]
     errors = [o for o in ops if isinstance(o, CallEvent) and o.kind == "error"]
     assert len(errors) == 1 and errors[0].detail["request"] == "handle StasisStart"

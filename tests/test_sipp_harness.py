@@ -456,18 +456,40 @@ class _FakeUac:
         to_tag = "" if method == "CANCEL" else self.to_tag
         self.send(self._request(method, cseq, branch, to_tag=to_tag))
 
-    def receive_until(self, status: str) -> list[str]:
-        """The status lines received, up to and including ``status`` (e.g. "200")."""
+    def receive_until(self, status: str, *, resend: bytes | None = None) -> list[str]:
+        """The status lines received, up to and including ``status`` (e.g. "200").
+        ``resend``: sent again every 0.5 s (T1) until a first response comes, as a UAC
+        retransmits its INVITE over UDP (a SIPp just started, on a loaded machine, may
+        take a while to read it)."""
         got: list[str] = []
+        if resend is not None:
+            self.sip.settimeout(0.5)
+            try:
+                for _ in range(10):  # 5 s in all, as the socket's own timeout
+                    try:
+                        text = self.sip.recv(65535).decode(errors="replace")
+                    except TimeoutError:
+                        self.send(resend)
+                        continue
+                    got.extend(self._seen(text))
+                    if got[-1].startswith(f"SIP/2.0 {status} "):
+                        return got
+                    break
+                else:
+                    raise TimeoutError(f"no response to the request in 5 s (wanted {status})")
+            finally:
+                self.sip.settimeout(5.0)
         while True:  # bounded by the socket timeout
-            text = self.sip.recv(65535).decode(errors="replace")
-            first = text.split("\r\n", 1)[0]
-            got.append(first)
-            for line in text.split("\r\n"):
-                if line.lower().startswith("to:") and ";tag=" in line:
-                    self.to_tag = line.split(";tag=", 1)[1].split(";")[0].strip()
-            if first.startswith(f"SIP/2.0 {status} "):
+            got.extend(self._seen(self.sip.recv(65535).decode(errors="replace")))
+            if got[-1].startswith(f"SIP/2.0 {status} "):
                 return got
+
+    def _seen(self, text: str) -> list[str]:
+        """A response's status line; its To tag is kept for the requests that follow."""
+        for line in text.split("\r\n"):
+            if line.lower().startswith("to:") and ";tag=" in line:
+                self.to_tag = line.split(";tag=", 1)[1].split(";")[0].strip()
+        return [text.split("\r\n", 1)[0]]
 
     def rtp_events(self, count: int) -> list[int]:
         """The RFC 4733 event codes of the first ``count`` end packets received."""
@@ -502,7 +524,7 @@ async def test_sipp_buyer_survives_invite_retransmission(mode: str) -> None:
         try:
             final = {"answer_dtmf": "200", "busy": "486", "noanswer": "180"}[mode]
             uac.send_invite()
-            await asyncio.to_thread(uac.receive_until, final)
+            await asyncio.to_thread(uac.receive_until, final, resend=uac.invite)
             uac.send_invite()  # the retransmission, after the answer was sent
             again = await asyncio.to_thread(uac.receive_until, final)
             assert again[-1].startswith(f"SIP/2.0 {final} "), (again, agent.describe())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from keypress_ari.store.calllog import CallerBlocked, CallLogWriter
+from keypress_ari.store.callops import CallerBlocked, OpSink
 
 _SELECT = "SELECT caller_number FROM blocklist"
 
@@ -26,7 +26,7 @@ class Blocklist:
     def __len__(self) -> int:
         return len(self._numbers)
 
-    def add(self, writer: CallLogWriter, number: str, reason: str, call_id: str | None) -> None:
+    def add(self, writer: OpSink, number: str, reason: str, call_id: str | None) -> None:
         self._numbers.add(number)
         writer.emit(CallerBlocked(number, reason, call_id))
 

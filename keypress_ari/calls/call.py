@@ -107,8 +107,8 @@ class Call(PromptStage, Dialing, LiveControl, CallBase):
         router = catalog.router(number.router) if number else None
         st.router = router.name if router else None
         st.legs["caller"] = ch.id
-        self.ctx.calllog.emit(CallOpened(st.call_id, st.number, st.caller_number, st.router,
-                                         ch.id, st.stage.value, st.started_at))
+        self.ctx.emit(CallOpened(st.call_id, st.number, st.caller_number, st.router, ch.id,
+                                 st.stage.value, st.started_at))
         self.ctx.record(st, "call_started", channel=ch.name,
                         caller_name=ch.caller.name if ch.caller else "", args=event.args)
         if st.caller_number in self.ctx.blocklist:

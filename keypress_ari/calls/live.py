@@ -102,7 +102,7 @@ class LiveControl(CallBase):
         for action in flow.actions:
             rendered = render_webhook(action.webhook, data)
             op = queued_op(st.call_id, label, rendered)
-            self.ctx.calllog.emit(op)
+            self.ctx.emit(op)
             queued.append((op, rendered))
         for op, rendered in queued:
             self.ctx.record(st, "webhook_queued", leg=leg, flow=label,
@@ -118,7 +118,7 @@ class LiveControl(CallBase):
                 if not st.caller_number:
                     raise NoSuchLeg("the caller has no number to block")
                 reason = action.reason or f"flow {label}"
-                self.ctx.blocklist.add(self.ctx.calllog, st.caller_number, reason, st.call_id)
+                self.ctx.blocklist.add(self.ctx, st.caller_number, reason, st.call_id)
                 detail = f"blocked {st.caller_number}"
             else:
                 detail = await CONTROLS[action.kind](self.ctx.ari, st, action)

@@ -1,8 +1,11 @@
 """The call log writer: calls and call_events leave the key press path through this queue.
 
-The hot path only appends a plain tuple to an in-memory deque (O(1), no await). One writer
-task drains it in order, in batches, each batch in one transaction; a failed batch stays at
-the head of the queue and is retried with backoff, so rows are neither lost nor reordered.
+The hot path only appends to an in-memory list (O(1), no await): the call context stages
+rows and call updates, and the writer has its *sources* (:meth:`CallLogWriter.add_source`)
+queue what they staged when it takes its next batch, a linger after the first one woke it
+(``calls/context.py`` says why). One writer task drains the queue in order, in batches, each
+batch in one transaction; a failed batch stays at the head of the queue and is retried with
+backoff, so rows are neither lost nor reordered.
 Rows carry (call_id, seq) and are inserted with ON CONFLICT DO NOTHING, so a batch retried
 after an ambiguous failure is stored once.
 
@@ -88,8 +91,29 @@ class CallLogWriter:
         self.journal_full_episodes = 0
         self._listeners: list[Callable[[Op], None]] = []
         self._fresh: list[Op] = []  # queued since the last _announce
+        self._sources: list[Callable[[], None]] = []
+        self._staged_counts: list[Callable[[], int]] = []
         # Called (no arguments, must not block) after a batch with outbox rows commits.
         self.on_outbox: Callable[[], None] | None = None
+
+    def add_source(self, flush: Callable[[], None], staged: Callable[[], int]) -> None:
+        """A source of ops: ``flush`` queues (with :meth:`emit`) what it has staged, and
+        ``staged`` says how many it holds (part of :attr:`backlog`). The writer flushes
+        its sources before each batch; a source calls :meth:`wake` when it starts staging."""
+        self._sources.append(flush)
+        self._staged_counts.append(staged)
+
+    def wake(self) -> None:
+        """A source has ops staged: take them at the next batch (after the linger)."""
+        self._drained.clear()
+        self._wakeup.set()
+
+    def _pull(self) -> bool:
+        """Have the sources queue what they staged; True if anything was queued."""
+        before = len(self._queue)
+        for flush in self._sources:
+            flush()
+        return len(self._queue) != before
 
     def add_listener(self, listener: Callable[[Op], None]) -> None:
         """Call ``listener`` with every op as it is queued (metrics, tests). Must not block."""
@@ -129,8 +153,9 @@ class CallLogWriter:
 
     @property
     def backlog(self) -> int:
-        """Ops not yet in PostgreSQL: in memory and in the journal."""
-        return len(self._queue) + self.journal_backlog
+        """Ops not yet in PostgreSQL: staged by the sources, queued, in the journal."""
+        return (len(self._queue) + sum(staged() for staged in self._staged_counts)
+                + self.journal_backlog)
 
     @property
     def journal_backlog(self) -> int:
@@ -165,9 +190,12 @@ class CallLogWriter:
     async def _run(self) -> None:
         backoff = 0.05
         while True:
+            self._pull()
             if self._journal is not None and not self._direct:
                 await self._spill()
             if not self._inflight and not await self._next_batch():
+                if self._pull():  # staged while the journal was being written
+                    continue
                 self._drained.set()
                 if self._closing:
                     return
@@ -200,6 +228,7 @@ class CallLogWriter:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while True:
+            self._pull()
             if self._journal is not None and not self._direct and not self.journal_full:
                 await self._spill()
             left = deadline - loop.time()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from keypress_ari import jsoncodec
 
@@ -79,6 +79,12 @@ class WebhookQueued:
 
 
 Op = CallOpened | CallEvent | CallUpdated | CallerBlocked | WebhookQueued
+
+
+class OpSink(Protocol):
+    """What queues ops: the call log writer, or a call context (behind its staged rows)."""
+
+    def emit(self, op: Op) -> None: ...
 
 _INSERT_CALL = """
 INSERT INTO calls (id, number, caller_number, router, channel_id, legs, stage, started_at)

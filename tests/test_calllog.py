@@ -287,3 +287,30 @@ def test_emit_without_a_running_loop_announces_at_once() -> None:
     op = event(str(uuid.uuid4()), 1)
     writer.emit(op)
     assert seen == [op] and writer.backlog == 1
+
+
+async def test_ops_staged_while_the_journal_appends_go_to_the_journal_too(
+        tmp_path: Path) -> None:
+    """A source may stage ops while an append runs in its thread (its wake-up is then
+    cleared by the writer's wait that follows): the spill takes them before it returns,
+    so during an outage they are not left in memory until the retry's backoff ends."""
+    call_id = str(uuid.uuid4())
+    journal = Journal(tmp_path / "journal")
+    journal.open()
+    writer = CallLogWriter(pool=None, journal=journal)
+    late = event(call_id, 2)
+    flushes = 0
+
+    def flush() -> None:  # nothing staged at first; one op staged during the first append
+        nonlocal flushes
+        flushes += 1
+        if flushes == 2:
+            writer.emit(late)
+
+    writer.add_source(flush, lambda: 1 if flushes < 2 else 0)
+    first = event(call_id, 1)
+    writer.emit(first)
+    await writer._spill()
+    assert writer.backlog == writer.journal_backlog == 2
+    assert [op.seq for op in journal.pending() if isinstance(op, CallEvent)] == [1, 2]
+    journal.close()

@@ -272,7 +272,12 @@ class CallLogWriter:
         """Append what is queued in memory to the journal, in batches."""
         journal = self._journal
         assert journal is not None
-        while self._queue:
+        while True:
+            # Ops staged while an append ran (it awaits a thread) go too: the wake-up their
+            # source gave is cleared by the caller's wait right after this returns.
+            self._pull()
+            if not self._queue:
+                break
             batch = self._take(self._batch_size)
             mirrored = len(self._inflight) + len(self._mirror) == journal.unacked
             try:

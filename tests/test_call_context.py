@@ -15,7 +15,7 @@ from keypress_ari.store.calllog import CallEvent, CallLogWriter, CallUpdated, Op
 
 
 def context() -> tuple[CallContext, list[Op]]:
-    writer = CallLogWriter(pool=None)  # not run: without a running loop ops are seen at once
+    writer = CallLogWriter(pool=None)  # not run: its listeners see each op as it is emitted
     seen: list[Op] = []
     writer.add_listener(seen.append)
     ari = AriClient("http://127.0.0.1:1/ari", "u", "p", app="keypress")

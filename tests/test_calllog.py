@@ -255,8 +255,8 @@ def test_rejections_are_told_from_outages() -> None:
 
 async def test_listeners_see_every_op_in_order_and_a_failing_one_stops_nothing(
         db: asyncpg.Pool) -> None:
-    """emit() only queues; the listeners (metrics) see the ops of one loop iteration right
-    after it, in order. A listener that raises is logged and changes nothing else."""
+    """The listeners (metrics) see every op emitted, in order. A listener that raises is
+    logged and changes nothing else."""
     call_id = str(uuid.uuid4())
     writer = CallLogWriter(db)
     seen: list[Op] = []
@@ -270,7 +270,7 @@ async def test_listeners_see_every_op_in_order_and_a_failing_one_stops_nothing(
     with capture_logs() as logs:
         for op in ops:
             writer.emit(op)
-        assert writer.backlog == 6  # queued at once, before any listener ran
+        assert writer.backlog == 6  # queued at once
         await run_until_flushed(writer)
     assert seen == ops
     assert sum(entry["event"] == "call log listener failed" for entry in logs) == 6
@@ -280,7 +280,7 @@ async def test_listeners_see_every_op_in_order_and_a_failing_one_stops_nothing(
     assert seqs == [1, 2, 3, 4, 5]
 
 
-def test_emit_without_a_running_loop_announces_at_once() -> None:
+def test_listeners_see_an_op_as_it_is_emitted() -> None:
     writer = CallLogWriter(pool=None)
     seen: list[Op] = []
     writer.add_listener(seen.append)

@@ -90,7 +90,6 @@ class CallLogWriter:
         self.journal_full = False
         self.journal_full_episodes = 0
         self._listeners: list[Callable[[Op], None]] = []
-        self._fresh: list[Op] = []  # queued since the last _announce
         self._sources: list[Callable[[], None]] = []
         self._staged_counts: list[Callable[[], int]] = []
         # Called (no arguments, must not block) after a batch with outbox rows commits.
@@ -120,30 +119,15 @@ class CallLogWriter:
         self._listeners.append(listener)
 
     def emit(self, op: Op) -> None:
-        """Queue one op; never blocks, never awaits.
-
-        The op is queued at once (order is the order of ``emit`` calls); the listeners see
-        it, and the writer is woken, from one callback per loop iteration (:meth:`_announce`)
-        so that a key press's rows cost the press nothing but the append, and its ARI
-        request leaves before any of that work."""
+        """Queue one op; never blocks, never awaits. The key press path does not call it:
+        its rows are staged by the call context and emitted from :meth:`_pull`."""
         self._queue.append(op)
-        self._drained.clear()
-        fresh = self._fresh
-        fresh.append(op)
-        if len(fresh) == 1:
-            try:
-                asyncio.get_running_loop().call_soon(self._announce)
-            except RuntimeError:  # no loop running (a synchronous caller): announce now
-                self._announce()
-
-    def _announce(self) -> None:
-        fresh, self._fresh = self._fresh, []
         for listener in self._listeners:
-            for op in fresh:
-                try:
-                    listener(op)
-                except Exception:  # a listener (metrics, tests) never stops the log
-                    log.exception("call log listener failed")
+            try:
+                listener(op)
+            except Exception:  # a listener (metrics, tests) never stops the log
+                log.exception("call log listener failed")
+        self._drained.clear()
         self._wakeup.set()
 
     @property

@@ -38,16 +38,12 @@ import threading
 import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime
-from functools import cache
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from keypress_ari import jsoncodec
-from keypress_ari.store import callops
+from keypress_ari.store.callops import decode_op, encode_op
 
 log = structlog.get_logger("keypress.journal")
 
@@ -61,48 +57,6 @@ _SEGMENT_RE = re.compile(r"^seg-(\d{12})\.log$")
 
 class JournalFull(Exception):
     """Appending would take the journal past ``max_bytes`` (or the disk is full)."""
-
-
-@cache
-def _op_types() -> dict[str, tuple[type[Any], frozenset[str]]]:
-    """Op class by name, with the names of its datetime fields."""
-    types: dict[str, tuple[type[Any], frozenset[str]]] = {}
-    for cls in (callops.CallOpened, callops.CallEvent, callops.CallUpdated,
-                callops.CallerBlocked, callops.WebhookQueued):
-        stamps = frozenset(f.name for f in dataclasses.fields(cls) if "datetime" in str(f.type))
-        types[cls.__name__] = (cls, stamps)
-    return types
-
-
-_LAYOUTS: dict[type[Any], tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
-
-
-def _layout(cls: type[Any]) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
-    """An op class's field names, and a getter of their values in that order."""
-    layout = _LAYOUTS.get(cls)
-    if layout is None:
-        names = tuple(f.name for f in dataclasses.fields(cls))
-        getter = attrgetter(*names)  # every op has two fields or more: it returns a tuple
-        layout = _LAYOUTS[cls] = (names, getter)
-    return layout
-
-
-def encode_op(op: Any) -> bytes:
-    """One op as a JSON object: its type's name under ``t``, then its fields (datetimes in
-    ISO 8601). About 3.5x faster than a loop over ``dataclasses.fields``."""
-    names, values = _layout(type(op))
-    data: dict[str, Any] = {"t": type(op).__name__}
-    data.update(zip(names, values(op), strict=True))
-    return jsoncodec.dumps_bytes(data)
-
-
-def decode_op(raw: bytes) -> Any:
-    data = jsoncodec.loads(raw)
-    cls, stamps = _op_types()[data.pop("t")]
-    for name in stamps:
-        if data.get(name) is not None:
-            data[name] = datetime.fromisoformat(data[name])
-    return cls(**data)
 
 
 @dataclasses.dataclass(eq=False)

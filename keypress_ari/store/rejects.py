@@ -41,8 +41,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from keypress_ari.store.callops import CallEvent, is_webhook
-from keypress_ari.store.journal import decode_op, encode_op
+from keypress_ari.store.callops import CallEvent, decode_op, encode_op, is_webhook
 
 log = structlog.get_logger("keypress.calllog")
 

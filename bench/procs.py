@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -48,6 +49,23 @@ def summarize(seconds: Sequence[float]) -> dict[str, float | int]:
         "max_ms": max(ms) if ms else float("nan"),
         "mean_ms": statistics.fmean(ms) if ms else float("nan"),
     }
+
+
+def ratio_interval(a: Sequence[float], b: Sequence[float], q: float, *,
+                   resamples: int = 2000, level: float = 0.95,
+                   seed: int = 6) -> tuple[float, float]:
+    """A bootstrap interval (``level``, percentile method) for percentile(a, q) /
+    percentile(b, q): how far the ratio of two measured percentiles could be from the
+    machine's true one, from the samples' own spread. Seeded: the same samples give the same
+    interval. (NaN, NaN) when either side has no samples."""
+    if not a or not b:
+        return float("nan"), float("nan")
+    rng = random.Random(seed)
+    ratios = sorted(
+        percentile(rng.choices(a, k=len(a)), q) / percentile(rng.choices(b, k=len(b)), q)
+        for _ in range(resamples))
+    tail = (1.0 - level) / 2
+    return ratios[int(tail * resamples)], ratios[min(resamples - 1, int((1 - tail) * resamples))]
 
 
 def rss_bytes(pid: int | None = None) -> int:

@@ -7,12 +7,14 @@ and well formed, never a timing goal. The fake ARI runs as a subprocess on 127.0
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import pytest
 import structlog
 
 from bench import inprocess
+from bench.procs import percentile, ratio_interval
 from bench.run import run_floor, table
 
 
@@ -80,3 +82,30 @@ def test_memory_figure_runs_in_a_fresh_process() -> None:
     assert result["live_calls"] == 20
     assert isinstance(result["rss_per_call_bytes"], float)
     assert result["rss_after_bytes"] > 0 and result["rss_before_bytes"] > 0
+
+
+def test_ratio_interval_brackets_the_true_ratio_and_is_repeatable() -> None:
+    rng = random.Random(3)
+    base = [rng.lognormvariate(0.0, 0.4) for _ in range(600)]
+    slower = [x * 1.3 for x in (rng.lognormvariate(0.0, 0.4) for _ in range(600))]
+    lo, hi = ratio_interval(slower, base, 50)
+    assert lo < 1.3 < hi and hi - lo < 0.3  # 600 samples a side: about +-0.1
+    assert ratio_interval(slower, base, 50) == (lo, hi)  # seeded
+    same_lo, same_hi = ratio_interval(base, base, 99)
+    assert same_lo <= 1.0 <= same_hi
+    assert all(math.isnan(v) for v in ratio_interval([], base, 50))
+
+
+def test_the_e2e_row_gives_the_ratio_with_its_interval() -> None:
+    rng = random.Random(4)
+    minimal = [rng.uniform(0.6, 1.0) for _ in range(200)]
+    daemon = [x * 1.5 for x in minimal]
+    variants = {name: {"n": len(ms), "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
+                       "failed": 0, "samples_ms": ms}
+                for name, ms in (("daemon", daemon), ("minimal ARI app", minimal))}
+    machine = {"cpu": "x", "cores": 2, "memory_gib": 1, "kernel": "k", "python": "3",
+               "versions": {}, "commit": "c"}
+    text = table({"e2e": {"variants": variants, "asterisk_version": "22.10.1"},
+                  "machine": machine, "command": "c", "started_at": "t", "seconds": 1.0})
+    row = next(line for line in text.splitlines() if "daemon / minimal ARI app" in line)
+    assert "p50 1.50x (" in row and "**not met**" in row

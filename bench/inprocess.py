@@ -27,6 +27,7 @@ Figures:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import sys
@@ -46,6 +47,7 @@ from bench.procs import (
     cpu_seconds,
     fake_ari,
     pin_cpu,
+    pinned,
     rss_bytes,
     summarize,
 )
@@ -293,8 +295,17 @@ async def run_inprocess(*, latency_calls: Sequence[int], presses: int, press_rat
 
     With ``pin`` (and two CPUs or more) this process is pinned to CPU 0 and the fake ARI to
     CPU 1, so the daemon's figures are for one core."""
-    if pin:
-        pin_cpu(0)
+    with pinned(0) if pin else contextlib.nullcontext():
+        return await _run_inprocess(latency_calls=latency_calls, presses=presses,
+                                    press_rate=press_rate, bridged_calls=bridged_calls,
+                                    rates=rates, step_seconds=step_seconds,
+                                    p99_limit_ms=p99_limit_ms, log=log, pin=pin)
+
+
+async def _run_inprocess(*, latency_calls: Sequence[int], presses: int, press_rate: float,
+                         bridged_calls: int, rates: Sequence[float], step_seconds: float,
+                         p99_limit_ms: float, log: Callable[[str], None],
+                         pin: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"latency": [], "throughput": {}}
     async with fake_ari(cpu=1 if pin else None) as fake:
         daemon = await start_daemon(fake.base_url, log_level="warning")

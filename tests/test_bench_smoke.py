@@ -7,6 +7,7 @@ and well formed, never a timing goal. The fake ARI runs as a subprocess on 127.0
 from __future__ import annotations
 
 import math
+import os
 import random
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 import structlog
 
 from bench import inprocess
-from bench.procs import percentile, ratio_interval
+from bench.procs import percentile, pinned, ratio_interval
 from bench.run import run_floor, table
 
 
@@ -109,3 +110,10 @@ def test_the_e2e_row_gives_the_ratio_with_its_interval() -> None:
                   "machine": machine, "command": "c", "started_at": "t", "seconds": 1.0})
     row = next(line for line in text.splitlines() if "daemon / minimal ARI app" in line)
     assert "p50 1.50x (" in row and "**not met**" in row
+
+
+def test_pinned_gives_the_cpus_back() -> None:
+    before = os.sched_getaffinity(0)
+    with pinned(0):
+        assert os.sched_getaffinity(0) == {0}
+    assert os.sched_getaffinity(0) == before

@@ -295,43 +295,33 @@ async def run_inprocess(*, latency_calls: Sequence[int], presses: int, press_rat
 
     With ``pin`` (and two CPUs or more) this process is pinned to CPU 0 and the fake ARI to
     CPU 1, so the daemon's figures are for one core."""
-    with pinned(0) if pin else contextlib.nullcontext():
-        return await _run_inprocess(latency_calls=latency_calls, presses=presses,
-                                    press_rate=press_rate, bridged_calls=bridged_calls,
-                                    rates=rates, step_seconds=step_seconds,
-                                    p99_limit_ms=p99_limit_ms, log=log, pin=pin)
-
-
-async def _run_inprocess(*, latency_calls: Sequence[int], presses: int, press_rate: float,
-                         bridged_calls: int, rates: Sequence[float], step_seconds: float,
-                         p99_limit_ms: float, log: Callable[[str], None],
-                         pin: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"latency": [], "throughput": {}}
-    async with fake_ari(cpu=1 if pin else None) as fake:
-        daemon = await start_daemon(fake.base_url, log_level="warning")
-        try:
-            for calls in latency_calls:
-                r = await measure_latency(fake, daemon, calls, presses, press_rate)
-                d = r["daemon"]
-                log(f"  {calls:>6} live calls: p50 {d['p50_ms']:.3f} ms, p99 "
-                    f"{d['p99_ms']:.3f} ms, max {d['max_ms']:.3f} ms ({d['n']} presses)")
-                out["latency"].append(r)
-            await fake.control("reset")
-            await fake.control("open", calls=bridged_calls, kind="bridged")
-            await fake.wait_ready(bridged_calls)
-            await daemon.wait_stage(Stage.BRIDGED, bridged_calls)
-            steps = await ramp(fake, os.getpid(), rates, step_seconds, p99_limit_ms,
-                               daemon.latencies, log, fake_pid=fake.proc.pid)
-            out["throughput"] = {
-                "bridged_calls": bridged_calls,
-                "steps": [s.as_dict() for s in steps],
-                "sustained_per_s": best_sustained(steps, p99_limit_ms),
-                "p99_limit_ms": p99_limit_ms,
-            }
-            await hangup_all(fake, daemon)
-            out["metrics_histogram"] = daemon.metrics.render().count("dtmf_to_ari")
-        finally:
-            await daemon.stop()
+    with pinned(0) if pin else contextlib.nullcontext():  # the CPUs back for what follows
+        async with fake_ari(cpu=1 if pin else None) as fake:
+            daemon = await start_daemon(fake.base_url, log_level="warning")
+            try:
+                for calls in latency_calls:
+                    r = await measure_latency(fake, daemon, calls, presses, press_rate)
+                    d = r["daemon"]
+                    log(f"  {calls:>6} live calls: p50 {d['p50_ms']:.3f} ms, p99 "
+                        f"{d['p99_ms']:.3f} ms, max {d['max_ms']:.3f} ms ({d['n']} presses)")
+                    out["latency"].append(r)
+                await fake.control("reset")
+                await fake.control("open", calls=bridged_calls, kind="bridged")
+                await fake.wait_ready(bridged_calls)
+                await daemon.wait_stage(Stage.BRIDGED, bridged_calls)
+                steps = await ramp(fake, os.getpid(), rates, step_seconds, p99_limit_ms,
+                                   daemon.latencies, log, fake_pid=fake.proc.pid)
+                out["throughput"] = {
+                    "bridged_calls": bridged_calls,
+                    "steps": [s.as_dict() for s in steps],
+                    "sustained_per_s": best_sustained(steps, p99_limit_ms),
+                    "p99_limit_ms": p99_limit_ms,
+                }
+                await hangup_all(fake, daemon)
+                out["metrics_histogram"] = daemon.metrics.render().count("dtmf_to_ari")
+            finally:
+                await daemon.stop()
     return out
 
 

@@ -26,6 +26,14 @@ def _restore_logging() -> Any:
     structlog.reset_defaults()
 
 
+def render_table(figures: dict[str, Any]) -> str:
+    """``run.table`` of ``figures``, with the run's own fields (machine, command) filled in."""
+    machine = {"cpu": "x", "cores": 1, "memory_gib": 1, "kernel": "k", "python": "3",
+               "versions": {}, "commit": "c"}
+    return table({**figures, "machine": machine, "command": "pytest", "started_at": "now",
+                  "seconds": 1.0})
+
+
 def _well_formed(summary: dict[str, Any], n: int) -> None:
     assert summary["n"] == n
     for key in ("p50_ms", "p99_ms", "max_ms", "mean_ms"):
@@ -59,10 +67,7 @@ async def test_inprocess_benchmarks_produce_well_formed_figures() -> None:
         assert step["achieved_per_s"] > 0
     assert throughput["sustained_per_s"] >= 0
 
-    rendered = table({"inprocess": result, "command": "pytest", "started_at": "now",
-                      "seconds": 1.0, "machine": {"cpu": "x", "cores": 1, "memory_gib": 1,
-                                                  "kernel": "k", "python": "3",
-                                                  "versions": {}, "commit": "c"}})
+    rendered = render_table({"inprocess": result})
     assert "DTMF frame -> first REST request, 10 live calls" in rendered
 
 
@@ -104,10 +109,7 @@ def test_the_e2e_row_gives_the_ratio_with_its_interval() -> None:
     variants = {name: {"n": len(ms), "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
                        "failed": 0, "samples_ms": ms}
                 for name, ms in (("daemon", daemon), ("minimal ARI app", minimal))}
-    machine = {"cpu": "x", "cores": 2, "memory_gib": 1, "kernel": "k", "python": "3",
-               "versions": {}, "commit": "c"}
-    text = table({"e2e": {"variants": variants, "asterisk_version": "22.10.1"},
-                  "machine": machine, "command": "c", "started_at": "t", "seconds": 1.0})
+    text = render_table({"e2e": {"variants": variants, "asterisk_version": "22.10.1"}})
     row = next(line for line in text.splitlines() if "daemon / minimal ARI app" in line)
     assert "p50 1.50x (" in row and "**not met**" in row
 

@@ -54,16 +54,17 @@ from bench.procs import (
 from bench.throughput import best_sustained, ramp
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.stream import EventStream
-from keypress_ari.calls.context import CallContext, CatalogRef
+from keypress_ari.calls.context import CatalogRef
 from keypress_ari.calls.dispatcher import Dispatcher
 from keypress_ari.calls.state import Stage
-from keypress_ari.calls.timing import DtmfLatency
 from keypress_ari.config import CallSettings
+from keypress_ari.core import AriEndpoint, build_call_core
 from keypress_ari.daemon import settle_heap
 from keypress_ari.flows.yamlio import load_catalog_yaml
 from keypress_ari.logs import configure_logging
 from keypress_ari.metrics import DaemonMetrics
-from keypress_ari.store.calllog import CallLogWriter
+from keypress_ari.store.log_writer import CallLogWriter
+from keypress_ari.store.memory_store import MemoryStore
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -101,32 +102,6 @@ numbers:
 
 
 # --- the daemon side -------------------------------------------------------------------------
-
-
-class _DiscardConn:
-    async def executemany(self, sql: str, args: Any) -> None:
-        return None
-
-    def transaction(self) -> _NullContext:
-        return _NullContext(self)
-
-
-class _NullContext:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    async def __aenter__(self) -> Any:
-        return self.value
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-class DiscardPool:
-    """An asyncpg-pool stand-in whose connections accept and drop every statement."""
-
-    def acquire(self) -> _NullContext:
-        return _NullContext(_DiscardConn())
 
 
 @dataclass
@@ -169,31 +144,26 @@ class DaemonUnderTest:
 
 async def start_daemon(base_url: str, *, log_level: str = "info",
                        log_batch_size: int = CallSettings().log_batch_size) -> DaemonUnderTest:
-    """The daemon's objects wired as ``Daemon.start`` wires them, minus PostgreSQL."""
+    """The daemon's call core, built by the daemon's own wiring (``core.build_call_core``),
+    on an in-memory store that keeps nothing (the database is not what is measured)."""
     configure_logging(log_level)
     catalog = load_catalog_yaml(CATALOG, "bench.yaml")
     metrics = DaemonMetrics()
-    calllog = CallLogWriter(DiscardPool(), batch_size=log_batch_size)
-    calllog.add_listener(metrics.observe_op)
-    ari = AriClient(base_url, "keypress", "keypress-secret", app="keypress", timeout=10)
     latencies: list[float] = []
 
     def observe(seconds: float) -> None:
         latencies.append(seconds)
         metrics.observe_dtmf_to_ari(seconds)
 
-    ari.on_request = DtmfLatency(observe).on_request
-    ctx = CallContext(ari, calllog, CatalogRef(catalog, 1), CallSettings(), app="keypress")
-    dispatcher = Dispatcher(ctx)
-    metrics.set_calls_active(lambda: dispatcher.active_calls)
-    stream = EventStream(base_url, "keypress", "keypress-secret", apps="keypress",
-                         on_event=dispatcher.on_event)
-    dispatcher.arrival_clock = lambda: stream.frame_received_at
-    ctx.is_connected = lambda: stream.connected
-    daemon = DaemonUnderTest(dispatcher, stream, ari, calllog, metrics, latencies)
-    daemon.tasks.append(asyncio.create_task(calllog.run(), name="calllog"))
-    daemon.tasks.append(asyncio.create_task(stream.run(), name="ari-stream"))
-    await stream.wait_connected(10)
+    core = build_call_core(
+        AriEndpoint(base_url, "keypress", "keypress-secret", "keypress", request_timeout=10),
+        store=MemoryStore(keep=False), catalog=CatalogRef(catalog, 1),
+        settings=CallSettings(log_batch_size=log_batch_size), metrics=metrics,
+        on_dtmf_latency=observe)
+    daemon = DaemonUnderTest(core.dispatcher, core.stream, core.ari, core.calllog, metrics,
+                             latencies)
+    daemon.tasks.extend(core.start())
+    await core.stream.wait_connected(10)
     settle_heap()  # as Daemon.start does once started
     return daemon
 

@@ -17,8 +17,8 @@ from keypress_ari.config import ConfigError, Settings, load_settings
 from keypress_ari.flows.errors import CatalogError
 from keypress_ari.flows.yamlio import dump_catalog_yaml, load_catalog_yaml
 from keypress_ari.logs import configure_logging
-from keypress_ari.store import calls as calls_store
 from keypress_ari.store import catalog as catalog_store
+from keypress_ari.store import log_queries as calls_store
 from keypress_ari.store.db import migrate
 
 

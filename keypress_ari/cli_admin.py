@@ -12,7 +12,7 @@ from typing import Any
 
 from keypress_ari.simulate import INVALID, simulate
 from keypress_ari.store import admin
-from keypress_ari.store import calls as calls_store
+from keypress_ari.store import log_queries as calls_store
 from keypress_ari.store.catalog import load_catalog
 
 Work = Callable[[Any], Awaitable[int]]

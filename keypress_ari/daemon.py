@@ -1,4 +1,5 @@
-"""The daemon: wires settings, store, catalog, call log, ARI and the dispatcher; owns start/stop.
+"""The daemon: settings, the store, the catalog, the webhook worker, the call core (built by
+``core.build_call_core``) and the admin API; owns start/stop.
 
 Start order: database (schema must be current) → catalog into memory (and LISTEN for
 changes) → call log writer → ARI client → event stream (which registers the Stasis app).
@@ -19,18 +20,20 @@ import structlog
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.stream import EventStream
 from keypress_ari.calls.blocklist import Blocklist
-from keypress_ari.calls.context import CallContext, CatalogRef
+from keypress_ari.calls.context import CatalogRef
 from keypress_ari.calls.dispatcher import Dispatcher
 from keypress_ari.calls.resync import adopt_open_calls, resync
-from keypress_ari.calls.timing import DtmfLatency
 from keypress_ari.config import ConfigError, Settings, require_ari
+from keypress_ari.core import AriEndpoint, CallCore, build_call_core
 from keypress_ari.flows.model import Catalog
-from keypress_ari.http import AdminServer, create_admin_app, database_ready
+from keypress_ari.http import AdminServer, create_admin_app
 from keypress_ari.metrics import DaemonMetrics
 from keypress_ari.store import catalog as catalog_store
-from keypress_ari.store.calllog import CallLogWriter
 from keypress_ari.store.db import available_migrations, connect_pool
 from keypress_ari.store.journal import Journal
+from keypress_ari.store.log_writer import CallLogWriter
+from keypress_ari.store.outbox import Outbox
+from keypress_ari.store.pg_store import PgStore
 from keypress_ari.webhooks.worker import WebhookWorker
 
 log = structlog.get_logger("keypress.daemon")
@@ -63,6 +66,8 @@ class Daemon:
         self.settings = settings
         self.ari_settings = require_ari(settings)
         self.pool: Any = None
+        self.store: PgStore | None = None
+        self.core: CallCore | None = None
         self.catalog = CatalogRef(Catalog.empty())
         self.calllog: CallLogWriter | None = None
         self.ari: AriClient | None = None
@@ -85,53 +90,41 @@ class Daemon:
         s, a = self.settings, self.ari_settings
         self.pool = await connect_pool(s.database.dsn.get_secret_value(),
                                        max_size=s.database.pool_size)
+        self.store = PgStore(self.pool)
         await self._check_schema()
         await self.reload_catalog()
-        async with self.pool.acquire() as conn:
-            await self.blocklist.load(conn)
+        await self.blocklist.load(self.store)
         self._listen_conn = await self.pool.acquire()
         await self._listen_conn.add_listener(CATALOG_CHANNEL, self._on_catalog_notify)
         await self._listen_conn.add_listener(BLOCKLIST_CHANNEL, self._on_blocklist_notify)
         self._tasks.append(asyncio.create_task(self._check_catalog_periodically(),
                                                name="catalog-check"))
-        self.calllog = CallLogWriter(
-            self.pool, batch_size=s.calls.log_batch_size,
-            journal=Journal(s.journal.directory, s.journal.max_bytes))
+        ws = s.webhooks
+        webhooks = self.webhooks = WebhookWorker(
+            Outbox(self.pool), secret=ws.secret.get_secret_value(), timeout=ws.timeout,
+            max_attempts=ws.max_attempts, initial_backoff=ws.initial_backoff,
+            max_backoff=ws.max_backoff, poll_interval=ws.poll_interval,
+            concurrency=ws.concurrency)
+        self.metrics.set_webhook_source(lambda: webhooks.counts)
+        core = self.core = build_call_core(
+            AriEndpoint(a.url, a.user, a.password.get_secret_value(), a.app,
+                        a.request_timeout, a.reconnect_max_backoff),
+            store=self.store, catalog=self.catalog, settings=s.calls, metrics=self.metrics,
+            blocklist=self.blocklist, journal=Journal(s.journal.directory, s.journal.max_bytes),
+            on_outbox=webhooks.wake, on_connect=self._on_connect)
+        self.calllog, self.ari = core.calllog, core.ari
+        self.dispatcher, self.stream = core.dispatcher, core.stream
         try:  # what the journal holds (PostgreSQL was away, or a crash) is written first
-            await self.calllog.recover()
+            await core.calllog.recover()
         except (OSError, RuntimeError) as exc:
             raise ConfigError(f"journal.state_dir: {exc}") from None
-        calllog = self.calllog
+        calllog = core.calllog
         self.metrics.set_call_log_source(lambda: calllog.backlog,
                                          lambda: float(calllog.journal_full),
                                          lambda: calllog.journal_full_episodes,
                                          rejected=lambda: calllog.rejected)
-        self.calllog.add_listener(self.metrics.observe_op)
-        self._tasks.append(asyncio.create_task(self.calllog.run(), name="calllog"))
-        ws = s.webhooks
-        self.webhooks = WebhookWorker(
-            self.pool, secret=ws.secret.get_secret_value(), timeout=ws.timeout,
-            max_attempts=ws.max_attempts, initial_backoff=ws.initial_backoff,
-            max_backoff=ws.max_backoff, poll_interval=ws.poll_interval,
-            concurrency=ws.concurrency)
-        self.calllog.on_outbox = self.webhooks.wake
-        self._webhooks_task = asyncio.create_task(self.webhooks.run(), name="webhooks")
-        webhooks = self.webhooks
-        self.metrics.set_webhook_source(lambda: webhooks.counts)
-        self.ari = AriClient(a.url, a.user, a.password.get_secret_value(), app=a.app,
-                             timeout=a.request_timeout)
-        self.ari.on_request = DtmfLatency(self.metrics.observe_dtmf_to_ari).on_request
-        ctx = CallContext(self.ari, self.calllog, self.catalog, s.calls, app=a.app,
-                          blocklist=self.blocklist)
-        dispatcher = self.dispatcher = Dispatcher(ctx)
-        self.metrics.set_calls_active(lambda: dispatcher.active_calls)
-        stream = self.stream = EventStream(a.url, a.user, a.password.get_secret_value(),
-                                           apps=a.app, on_event=dispatcher.on_event,
-                                           on_connect=self._on_connect,
-                                           backoff_cap=a.reconnect_max_backoff)
-        dispatcher.arrival_clock = lambda: stream.frame_received_at
-        ctx.is_connected = lambda: stream.connected
-        self._tasks.append(asyncio.create_task(stream.run(), name="ari-stream"))
+        self._webhooks_task = asyncio.create_task(webhooks.run(), name="webhooks")
+        self._tasks.extend(core.start())
         await self._start_admin()
         settle_heap()
         log.info("daemon started", app=a.app, ari=a.url,
@@ -153,7 +146,7 @@ class Daemon:
     async def readiness(self) -> dict[str, Any]:
         """Ready: the ARI event stream is connected and PostgreSQL answers."""
         ari_ok = self.stream is not None and self.stream.connected
-        db_ok = await database_ready(self.pool)
+        db_ok = self.store is not None and await self.store.ping(2.0)
         return {"ready": ari_ok and db_ok, "ari": ari_ok, "database": db_ok,
                 "catalog_version": self.catalog.version,
                 "call_log_backlog": self.calllog.backlog if self.calllog else 0,
@@ -161,11 +154,9 @@ class Daemon:
                 "journal_full": self.calllog.journal_full if self.calllog else False}
 
     async def _check_schema(self) -> None:
+        assert self.store is not None
         latest = max(m.number for m in available_migrations())
-        async with self.pool.acquire() as conn:
-            exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-            current = await conn.fetchval("SELECT max(number) FROM schema_migrations") \
-                if exists else None
+        current = await self.store.schema_version()
         if current is None or current < latest:
             raise ConfigError(f"database schema is at {current or 'nothing'}, needs {latest}: "
                               "run `keypress-ari db migrate`")
@@ -206,8 +197,8 @@ class Daemon:
 
     async def _reload_blocklist(self) -> None:
         try:
-            async with self.pool.acquire() as conn:
-                await self.blocklist.load(conn)
+            assert self.store is not None
+            await self.blocklist.load(self.store)
         except Exception as exc:
             log.error("blocklist reload failed; keeping the previous one", error=str(exc))
 
@@ -229,8 +220,8 @@ class Daemon:
             if self.calllog.backlog and not await self.calllog.flush(ADOPT_FLUSH_TIMEOUT):
                 log.warning("adopting calls before the journal reached PostgreSQL; their "
                             "newest state may be missing", backlog=self.calllog.backlog)
-            async with self.pool.acquire() as conn:
-                adopted = await adopt_open_calls(self.dispatcher, conn)
+            assert self.store is not None
+            adopted = await adopt_open_calls(self.dispatcher, self.store)
             self._adopted = True
             if adopted:
                 log.info("adopted calls left by a previous run", calls=adopted)

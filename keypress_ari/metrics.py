@@ -21,6 +21,9 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+from keypress_ari.calllog.kinds import EventKind, press_outcome
+from keypress_ari.calllog.ops import CallEvent
+
 OVERFLOW = "other"
 DEFAULT_MAX_SERIES = 1000
 DTMF_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
@@ -317,22 +320,14 @@ class DaemonMetrics:
 
     def observe_op(self, op: object) -> None:
         """Count key presses and call control actions from one call log op (never raises)."""
-        kind = getattr(op, "kind", None)
-        if kind != "key_press" and kind != "call_control_action":
+        if type(op) is not CallEvent:
             return
-        detail = getattr(op, "detail", None)
-        if not isinstance(detail, dict):
-            return
-        if kind == "key_press":
-            if detail.get("ignored"):
-                outcome = "ignored"
-            elif detail.get("matched"):
-                outcome = "matched"
-            else:
-                outcome = "no_match"
-            group, flow = _split_flow(getattr(op, "flow", None))
-            self.key_presses.child(group, flow, outcome).inc()
-        else:
+        kind = op.kind
+        if kind == EventKind.KEY_PRESS:
+            group, flow = _split_flow(op.flow)
+            self.key_presses.child(group, flow, press_outcome(op.detail)).inc()
+        elif kind == EventKind.CALL_CONTROL_ACTION:
+            detail = op.detail
             self.actions.child(str(detail.get("action", "unknown")),
                                str(detail.get("outcome", "unknown"))).inc()
 

@@ -1,7 +1,8 @@
 """Dry run of one key press against a catalog: which flow would match, why the others did not,
 and what would run. Pure: no I/O, no clock, nothing is touched.
 
-The rules are the daemon's (``calls.prompting``, ``calls.live``, ``calls.decide``):
+The rules are the daemon's own, from :mod:`keypress_ari.calls.rules` (a test runs the same
+scenarios through a real call and through this, and compares):
 
 * the caller at the router prompt (stage ``prompt``) is matched against the router's flow
   group; an unmatched press re-prompts until ``max_attempts``, then the no-key-press path runs;
@@ -22,38 +23,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from keypress_ari.flows.filters import describe, explain, filter_matches
+from keypress_ari.calls.rules import (
+    ContinueRouting,
+    FlowMiss,
+    FlowPlan,
+    Leg,
+    PressPhase,
+    Reprompt,
+    RunFlow,
+    TimeLimit,
+    decide_no_key_press,
+    decide_press,
+    explain_misses,
+    live_group,
+    passes_unused_digit_on,
+    plan_flow,
+    prompt_group,
+    time_limit,
+)
 from keypress_ari.flows.match import Matched, NoMatch, match
-from keypress_ari.flows.model import Catalog, Flow, FlowGroup
+from keypress_ari.flows.model import CallControlAction, Catalog, Flow, FlowGroup
 from keypress_ari.flows.syntax import KEYS, NO_KEY_PRESS
 
-Leg = Literal["caller", "buyer"]
-Stage = Literal["prompt", "live"]
+__all__ = ["FlowMiss", "SimulationResult", "TimeLimit", "WouldRun", "simulate"]
 
 # outcome values
 MATCHED, NO_MATCH, IGNORED, NO_FLOWS, INVALID = (
     "matched", "no_match", "ignored", "no_flows", "invalid",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class FlowMiss:
-    """A flow for the key that did not match: its first failing filter and why."""
-
-    flow: str  # group/label
-    position: int
-    filter: str
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
-class TimeLimit:
-    limit: int
-    buyer_seconds: float | None
-    ignored: bool
-    verdict: str
 
 
 @dataclass(slots=True)
@@ -148,51 +147,30 @@ def call_data(
     return data
 
 
-def _actions(flow: Flow) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    run: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    target = run
-    for action in flow.call_control_actions:
-        params = {k: v for k, v in (("media", action.media), ("to", action.to),
-                                    ("reason", action.reason)) if v is not None}
-        if action.kind != "play":
-            params.pop("to", None)
-        target.append({"action": action.kind, **params})
-        if action.kind == "hangup":
-            target = skipped
-    return run, skipped
+def _action_dict(action: CallControlAction) -> dict[str, Any]:
+    params = {k: v for k, v in (("media", action.media), ("to", action.to),
+                                ("reason", action.reason)) if v is not None}
+    if action.kind != "play":
+        params.pop("to", None)
+    return {"action": action.kind, **params}
 
 
-def _webhook_actions(flow: Flow) -> list[Any]:
-    """The flow's webhook ``actions`` as stored (JSON form)."""
-    return [action.model_dump(mode="json") for action in flow.actions]
+def would_run(flow: Flow, phase: PressPhase) -> WouldRun:
+    """What carrying out ``flow`` does: the flow runner's plan (``calls.rules.plan_flow``)."""
+    plan: FlowPlan = plan_flow(flow, phase)
+    run = [_action_dict(a) for a in plan.controls]
+    if plan.hangup:
+        run.append({"action": "hangup"})
+    return WouldRun(tokens=dict(plan.tokens), call_control_actions=run,
+                    not_run=[_action_dict(a) for a in plan.not_run],
+                    disposition=plan.disposition, continue_routing=plan.continue_routing,
+                    ends_call=plan.ends_call,
+                    webhook_actions=[a.model_dump(mode="json") for a in flow.actions],
+                    then=plan.then)
 
 
-def would_run(flow: Flow, stage: str) -> WouldRun:
-    """What carrying out ``flow`` does (``calls.live.LiveControl.apply_flow``)."""
-    run, skipped = _actions(flow)
-    hangup = bool(skipped) or any(a["action"] == "hangup" for a in run)
-    out = WouldRun(tokens=dict(flow.extra_tokens), call_control_actions=run, not_run=skipped,
-                   disposition=flow.disposition, continue_routing=flow.continue_routing,
-                   webhook_actions=_webhook_actions(flow))
-    if flow.disposition:
-        out.ends_call, out.then = True, f"the call ends with disposition {flow.disposition}"
-    elif hangup:
-        out.ends_call, out.then = True, "the call is hung up"
-    elif flow.continue_routing:
-        out.then = "routing continues: live buyer legs dropped, the next buyer dialled"
-    elif stage == "prompt":
-        out.then = "the key press stage ends: routing continues"
-    else:
-        out.then = "the call carries on"
-    return out
-
-
-def _pick_group(
-    catalog: Catalog, res: SimulationResult, *, number_flow_group: str | None,
-    keypress_controls: bool, stage: str,
-) -> FlowGroup | None:
-    """Which group applies; sets ``group`` / ``group_reason`` / ``reason`` on ``res``."""
+def _pick_group(catalog: Catalog, res: SimulationResult, phase: PressPhase) -> FlowGroup | None:
+    """Which group listens (the rules'); sets ``group`` / ``group_reason`` / ``reason``."""
     if res.leg == "buyer":
         buyer = catalog.buyer(res.buyer) if res.buyer else None
         if buyer is None:
@@ -200,23 +178,15 @@ def _pick_group(
                 f"unknown buyer {res.buyer!r}")
             res.outcome = INVALID
             return None
-        if not buyer.forwards_to_external_agent:
-            res.group_reason = f"buyer {buyer.name} does not forward to an external agent"
-            return None
-        res.group, res.group_reason = buyer.flow_group, f"buyer {buyer.name}'s group"
-    elif stage == "prompt":
-        router = catalog.router(res.router) if res.router else None
-        if router is None or not router.request_key_press:
-            res.group_reason = f"router {res.router} does not request a key press"
-            return None
-        res.group, res.group_reason = router.flow_group, f"router {router.name}'s prompt"
+        listening = live_group("buyer", None, buyer)
+    elif phase == "prompt":
+        listening = prompt_group(catalog.router(res.router) if res.router else None)
     else:
-        if not keypress_controls:
-            res.group_reason = f"number {res.number} has no keypress_controls"
-            return None
-        res.group = number_flow_group
-        res.group_reason = f"number {res.number}'s keypress_controls"
-    group = catalog.flow_group(res.group) if res.group else None
+        listening = live_group("caller", catalog.number(res.number), None)
+    res.group, res.group_reason = listening.group, listening.reason
+    if listening.group is None:
+        return None
+    group = catalog.flow_group(listening.group)
     if group is None:
         res.outcome, res.reason = INVALID, f"flow group {res.group!r} is not in the catalog"
     return group
@@ -231,7 +201,7 @@ def simulate(
     buyer: str | None = None,
     tokens: Mapping[str, str] | None = None,
     buyer_seconds: float | None = None,
-    stage: Stage | None = None,
+    stage: PressPhase | None = None,
 ) -> SimulationResult:
     """What pressing ``digit`` on ``leg`` of a call to ``number`` would do."""
     if leg == "buyer":
@@ -258,78 +228,60 @@ def simulate(
         return res
     res.call_data = call_data(number=number, router=router.name, buyer=buyer,
                               tokens=tokens or {})
-    group = _pick_group(catalog, res, number_flow_group=num.flow_group,
-                        keypress_controls=num.keypress_controls, stage=stage)
+    group = _pick_group(catalog, res, stage)
     if group is None:
         if res.outcome != INVALID:
             res.reason = f"no key press flows on the {leg} leg"
         return res
-    if stage == "prompt" and digit == NO_KEY_PRESS and not group.redirect_no_key_press:
-        res.outcome = NO_MATCH
-        res.reason = "redirect_no_key_press is off: routing continues"
+    if stage == "prompt":
+        _at_prompt(res, group)
         return res
     result = match(group, digit, res.call_data)
+    res.misses = explain_misses(group, digit, result, res.call_data)
     if isinstance(result, NoMatch):
-        _no_match(res, group, result)
+        res.outcome = NO_MATCH
+        res.reason = (f"{result.reason}; on a bridged call the digit is passed on"
+                      if passes_unused_digit_on(group, bridged=True) else
+                      f"{result.reason}; the digit already reaches the other party")
         return res
-    _matched(res, group, result, buyer_seconds)
+    _matched(res, group, result, "live", buyer_seconds)
     return res
 
 
-def _no_match(res: SimulationResult, group: FlowGroup, result: NoMatch) -> None:
-    res.outcome = NO_MATCH
-    res.misses = [FlowMiss(f"{group.name}/{m.label}", m.position, describe(m.filter), m.why)
-                  for m in result.misses]
-    if res.stage == "prompt":
-        then = ("the no-key-press path runs" if res.digit == NO_KEY_PRESS else
-                f"the caller is prompted again (up to {group.max_attempts} presses), "
-                "then the no-key-press path runs")
-        res.reason = f"{result.reason}; {then}"
-    elif group.pass_through_digits:
-        res.reason = f"{result.reason}; the digit already reaches the other party"
+def _at_prompt(res: SimulationResult, group: FlowGroup) -> None:
+    """The router prompt: a press (first attempt) or nothing pressed, as the call decides."""
+    data = res.call_data
+    if res.digit == NO_KEY_PRESS:
+        decision = decide_no_key_press(group, data, "no key pressed")
+        explained = match(group, NO_KEY_PRESS, data)
     else:
-        res.reason = f"{result.reason}; on a bridged call the digit is passed on"
+        explained, decision = decide_press(group, res.digit, data, attempts=1)
+    res.misses = explain_misses(group, res.digit, explained, data)
+    if isinstance(decision, RunFlow) and not decision.no_key_press:
+        _matched(res, group, decision.matched, "prompt", None)
+        return
+    res.outcome = NO_MATCH
+    if isinstance(decision, Reprompt):
+        res.reason = (f"{decision.no_match.reason}; the caller is prompted again (up to "
+                      f"{group.max_attempts} presses), then the no-key-press path runs")
+    elif isinstance(decision, ContinueRouting):
+        res.reason = f"{decision.reason}: routing continues"
+    elif res.digit == NO_KEY_PRESS:  # nothing pressed: the no_key_press flow runs
+        res.reason = f"{decision.reason}; the no-key-press path runs"
+        _matched(res, group, decision.matched, "prompt", None)
+    else:  # the press matched nothing and was the last attempt: the no_key_press flow runs
+        res.reason = (f"{decision.reason}; the no-key-press path runs "
+                      f"({group.name}/{decision.matched.label})")
+        res.would_run = would_run(decision.matched.flow, "prompt")
 
 
-def _matched(res: SimulationResult, group: FlowGroup, result: Matched,
+def _matched(res: SimulationResult, group: FlowGroup, result: Matched, phase: PressPhase,
              buyer_seconds: float | None) -> None:
     res.matched = f"{group.name}/{result.label}"
     res.matched_position = result.position
-    # Flows for the key listed before the match did not match: explain them too.
-    earlier = [(p, f) for p, f in group.flows_for(res.digit) if p < result.position]
-    if earlier:
-        res.misses = _explain_earlier(group, earlier, res.call_data)
-    limit = result.flow.buyer_conference_time_limit
-    if limit is not None:
-        res.time_limit = _time_limit(limit, res.stage, buyer_seconds)
-        if res.time_limit.ignored:
-            res.outcome, res.reason = IGNORED, res.time_limit.verdict
-            return
+    res.time_limit = time_limit(result.flow, phase, buyer_seconds)
+    if res.time_limit is not None and res.time_limit.ignored:
+        res.outcome, res.reason = IGNORED, res.time_limit.verdict
+        return
     res.outcome = MATCHED
-    res.would_run = would_run(result.flow, res.stage)
-
-
-def _explain_earlier(group: FlowGroup, earlier: list[tuple[int, Flow]],
-                     data: Mapping[str, str]) -> list[FlowMiss]:
-    out: list[FlowMiss] = []
-    for position, flow in earlier:
-        failing = next(f for f in flow.filters if not filter_matches(f, data))
-        out.append(FlowMiss(f"{group.name}/{group.label(position)}", position, describe(failing),
-                            explain(failing, data)))
-    return out
-
-
-def _time_limit(limit: int, stage: str, buyer_seconds: float | None) -> TimeLimit:
-    if stage == "prompt":
-        return TimeLimit(limit, buyer_seconds, False,
-                         f"limit {limit}s does not apply at the router prompt (no buyer yet)")
-    if buyer_seconds is None:
-        return TimeLimit(limit, None, False,
-                         f"limit {limit}s not checked: no buyer_seconds given "
-                         "(it applies once the buyer is in the conference)")
-    if buyer_seconds >= limit:
-        return TimeLimit(limit, buyer_seconds, True,
-                         f"buyer in conference {buyer_seconds:.1f}s, limit {limit}s: "
-                         "the key press would be ignored")
-    return TimeLimit(limit, buyer_seconds, False,
-                     f"buyer in conference {buyer_seconds:.1f}s, within the limit of {limit}s")
+    res.would_run = would_run(result.flow, phase)

@@ -23,7 +23,7 @@ from keypress_ari.ari import events as ev
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.errors import AriError
 from keypress_ari.ari.stream import EventStream
-from keypress_ari.store import calls as calls_store
+from keypress_ari.store import log_queries as calls_store
 
 ARI_URL = os.environ.get("KEYPRESS_ARI__URL", "http://127.0.0.1:8088/ari")
 ARI_USER = os.environ.get("KEYPRESS_ARI__USER", "keypress")

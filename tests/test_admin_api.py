@@ -13,11 +13,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from keypress_ari.calllog.ops import CallEvent, CallOpened, CallUpdated
 from keypress_ari.flows.yamlio import load_catalog_yaml
 from keypress_ari.http import AdminServer, create_admin_app
 from keypress_ari.metrics import DaemonMetrics
-from keypress_ari.store.calllog import CallEvent, CallLogWriter, CallOpened, CallUpdated
 from keypress_ari.store.catalog import import_catalog, load_catalog
+from keypress_ari.store.log_writer import CallLogWriter
+from keypress_ari.store.pg_store import PgStore
 from tests.test_metrics import parse
 
 pytestmark = pytest.mark.pg
@@ -257,7 +259,7 @@ async def test_blocklist_round_trip(api: Api, db: asyncpg.Pool) -> None:
 
 
 async def _seed_calls(db: asyncpg.Pool) -> list[str]:
-    writer = CallLogWriter(db)
+    writer = CallLogWriter(PgStore(db))
     start = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     ids = []
     for i in range(7):

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from keypress_ari.ari import http as http_mod
+from keypress_ari.ari import rest_pool as http_mod
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.errors import AriUnavailable
-from keypress_ari.ari.http import HttpPool, HttpProtocolError, _Connection, _dechunk
+from keypress_ari.ari.rest_pool import HttpPool, HttpProtocolError, _Connection, _dechunk
 
 AUTH = "Basic dXNlcjpwYXNz"
 WAIT = 5.0  # the bound on every wait for a condition in these tests

@@ -8,14 +8,16 @@ import time
 from datetime import UTC, datetime
 
 from keypress_ari.ari.client import AriClient
+from keypress_ari.calllog.ops import CallEvent, CallUpdated, Op, WebhookQueued
 from keypress_ari.calls.context import CallContext, CatalogRef
 from keypress_ari.calls.state import CallState, Stage
 from keypress_ari.flows.model import Catalog
-from keypress_ari.store.calllog import CallEvent, CallLogWriter, CallUpdated, Op, WebhookQueued
+from keypress_ari.store.log_writer import CallLogWriter
+from keypress_ari.store.memory_store import MemoryStore
 
 
 def context() -> tuple[CallContext, list[Op]]:
-    writer = CallLogWriter(pool=None)  # not run: its listeners see each op as it is emitted
+    writer = CallLogWriter(MemoryStore())  # not run: its listeners see each op as it is emitted
     seen: list[Op] = []
     writer.add_listener(seen.append)
     ari = AriClient("http://127.0.0.1:1/ari", "u", "p", app="keypress")

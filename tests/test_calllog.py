@@ -16,15 +16,11 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from keypress_ari.store.calllog import (
-    CallEvent,
-    CallLogWriter,
-    CallOpened,
-    CallUpdated,
-    Op,
-    WebhookQueued,
-)
+from keypress_ari.calllog.ops import CallEvent, CallOpened, CallUpdated, Op, WebhookQueued
 from keypress_ari.store.journal import Journal
+from keypress_ari.store.log_writer import CallLogWriter
+from keypress_ari.store.memory_store import MemoryStore
+from keypress_ari.store.pg_store import PgStore
 from keypress_ari.store.rejects import REJECTED_FILE, is_rejection, message, read_rejected
 
 
@@ -46,7 +42,7 @@ async def run_until_flushed(writer: CallLogWriter) -> None:
 
 async def test_rows_are_written_in_order_in_batches(db: asyncpg.Pool) -> None:
     call_id = str(uuid.uuid4())
-    writer = CallLogWriter(db, batch_size=7)
+    writer = CallLogWriter(PgStore(db), batch_size=7)
     writer.emit(opened(call_id))
     for seq in range(1, 51):
         writer.emit(event(call_id, seq))
@@ -104,7 +100,7 @@ class FlakyPool:
 async def test_failed_batches_are_retried_and_nothing_is_lost(db: asyncpg.Pool) -> None:
     call_id = str(uuid.uuid4())
     flaky = FlakyPool(db, failures=3)
-    writer = CallLogWriter(flaky, batch_size=100, max_backoff=0.05)
+    writer = CallLogWriter(PgStore(flaky), batch_size=100, max_backoff=0.05)
     writer.emit(opened(call_id))
     for seq in range(1, 21):
         writer.emit(event(call_id, seq))
@@ -118,7 +114,7 @@ async def test_failed_batches_are_retried_and_nothing_is_lost(db: asyncpg.Pool) 
 
 async def test_a_row_written_twice_is_stored_once(db: asyncpg.Pool) -> None:
     call_id = str(uuid.uuid4())
-    writer = CallLogWriter(db)
+    writer = CallLogWriter(PgStore(db))
     writer.emit(opened(call_id))
     writer.emit(opened(call_id))
     writer.emit(event(call_id, 1))
@@ -132,7 +128,7 @@ async def test_a_row_written_twice_is_stored_once(db: asyncpg.Pool) -> None:
 
 async def test_flush_reports_a_backlog_it_could_not_write(db: asyncpg.Pool) -> None:
     flaky = FlakyPool(db, failures=10_000)
-    writer = CallLogWriter(flaky, max_backoff=0.01)
+    writer = CallLogWriter(PgStore(flaky), max_backoff=0.01)
     writer.emit(opened(str(uuid.uuid4())))
     task = asyncio.create_task(writer.run())
     assert await writer.flush(0.3) is False
@@ -145,7 +141,7 @@ async def test_a_poison_op_is_set_aside_and_the_log_carries_on(db: asyncpg.Pool,
                                                               tmp_path: Path) -> None:
     call_id = str(uuid.uuid4())
     journal_dir = tmp_path / "journal"
-    writer = CallLogWriter(db, batch_size=5, journal=Journal(journal_dir))
+    writer = CallLogWriter(PgStore(db), batch_size=5, journal=Journal(journal_dir))
     bad = poison(call_id, 2)
     hook = webhook(call_id)
     # The first batch: opened, 1, 2 (poison) with the webhook it fired, 3; then later batches.
@@ -190,7 +186,7 @@ async def test_a_poison_op_is_set_aside_and_the_log_carries_on(db: asyncpg.Pool,
 
 async def test_a_rejected_webhook_is_set_aside_without_its_secrets(db: asyncpg.Pool) -> None:
     call_id = str(uuid.uuid4())
-    writer = CallLogWriter(db)  # no journal: logged and counted, kept nowhere
+    writer = CallLogWriter(PgStore(db))  # no journal: logged and counted, kept nowhere
     hooks: list[int] = []
     writer.on_outbox = lambda: hooks.append(1)
     bad, good = webhook(call_id, method="BOGUS"), webhook(call_id)  # BOGUS: a CHECK fails
@@ -219,7 +215,7 @@ async def test_a_connection_failure_while_isolating_is_retried(
     # the connection drops. What was settled is done; the rest is retried and isolated.
     flaky = FlakyPool(db, fail=frozenset({3}))
     journal = Journal(tmp_path / "journal") if journaled else None
-    writer = CallLogWriter(flaky, max_backoff=0.05, journal=journal)
+    writer = CallLogWriter(PgStore(flaky), max_backoff=0.05, journal=journal)
     writer.emit(opened(call_id))
     for seq in range(1, 9):
         writer.emit(poison(call_id, seq) if seq == 6 else event(call_id, seq))
@@ -258,7 +254,7 @@ async def test_listeners_see_every_op_in_order_and_a_failing_one_stops_nothing(
     """The listeners (metrics) see every op emitted, in order. A listener that raises is
     logged and changes nothing else."""
     call_id = str(uuid.uuid4())
-    writer = CallLogWriter(db)
+    writer = CallLogWriter(PgStore(db))
     seen: list[Op] = []
 
     def broken(op: Op) -> None:
@@ -281,7 +277,7 @@ async def test_listeners_see_every_op_in_order_and_a_failing_one_stops_nothing(
 
 
 def test_listeners_see_an_op_as_it_is_emitted() -> None:
-    writer = CallLogWriter(pool=None)
+    writer = CallLogWriter(MemoryStore())
     seen: list[Op] = []
     writer.add_listener(seen.append)
     op = event(str(uuid.uuid4()), 1)
@@ -297,7 +293,7 @@ async def test_ops_staged_while_the_journal_appends_go_to_the_journal_too(
     call_id = str(uuid.uuid4())
     journal = Journal(tmp_path / "journal")
     journal.open()
-    writer = CallLogWriter(pool=None, journal=journal)
+    writer = CallLogWriter(MemoryStore(), journal=journal)
     late = event(call_id, 2)
     flushes = 0
 

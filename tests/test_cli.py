@@ -10,7 +10,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from keypress_ari.store.calllog import CallEvent, CallLogWriter, CallOpened
+from keypress_ari.calllog.ops import CallEvent, CallOpened
+from keypress_ari.store.log_writer import CallLogWriter
+from keypress_ari.store.pg_store import PgStore
 
 pytestmark = pytest.mark.pg
 EXAMPLE = Path(__file__).parent.parent / "examples" / "flows.yaml"
@@ -80,7 +82,7 @@ async def test_calls_show_prints_the_timeline(pg_dsn: str, db: asyncpg.Pool) -> 
     from datetime import UTC, datetime
 
     call_id = str(uuid.uuid4())
-    writer = CallLogWriter(db)
+    writer = CallLogWriter(PgStore(db))
     now = datetime.now(UTC)
     writer.emit(CallOpened(call_id, "18005550100", "5551234", "main", "chan-9", "entering", now))
     writer.emit(CallEvent(call_id, 1, now, "caller", "key_press", "2", "press-one/key 2 #1",

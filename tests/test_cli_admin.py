@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from keypress_ari.calllog.ops import CallOpened, CallUpdated
 from keypress_ari.flows.yamlio import load_catalog_yaml
-from keypress_ari.store.calllog import CallLogWriter, CallOpened, CallUpdated
 from keypress_ari.store.catalog import import_catalog
+from keypress_ari.store.log_writer import CallLogWriter
+from keypress_ari.store.pg_store import PgStore
 from tests.test_admin_api import SEED
 from tests.test_cli import cli
 
@@ -56,7 +58,7 @@ async def test_blocklist_commands(pg_dsn: str, db: asyncpg.Pool) -> None:
 
 
 async def test_calls_list_filters(pg_dsn: str, db: asyncpg.Pool) -> None:
-    writer = CallLogWriter(db)
+    writer = CallLogWriter(PgStore(db))
     start = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
     ids = []
     for i in range(4):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from keypress_ari.store.calllog import (
+from keypress_ari.calllog.ops import (
     CallerBlocked,
     CallEvent,
     CallOpened,

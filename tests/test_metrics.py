@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from keypress_ari.calllog.ops import CallEvent
 from keypress_ari.metrics import DaemonMetrics, Registry
-from keypress_ari.store.calllog import CallEvent
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _LABEL = rf'({_NAME})="((?:[^"\\\n]|\\[\\"n])*)"'

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keypress_ari.calls.routing import BuyerLoad, Skipped, next_buyer
+from keypress_ari.calls.buyer_choice import BuyerLoad, Skipped, next_buyer
 from keypress_ari.flows.yamlio import load_catalog_yaml
 
 CATALOG = load_catalog_yaml("""

@@ -24,10 +24,12 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from keypress_ari.calllog.ops import CallEvent, CallOpened
 from keypress_ari.flows.yamlio import load_catalog_yaml
-from keypress_ari.store.calllog import CallEvent, CallLogWriter, CallOpened
 from keypress_ari.store.catalog import import_catalog
 from keypress_ari.store.journal import Journal
+from keypress_ari.store.log_writer import CallLogWriter
+from keypress_ari.store.pg_store import PgStore
 from tests.support.daemon import ADMIN_TOKEN, RunningDaemon
 from tests.support.process import daemon_env, free_port, spawn_daemon, until
 from tests.support.tcpproxy import TcpProxy
@@ -249,7 +251,7 @@ async def test_a_full_journal_is_loud_and_loses_nothing(db: asyncpg.Pool,
     call_id = str(uuid.uuid4())
     pool = SwitchPool(db)
     journal = Journal(tmp_path / "journal", max_bytes=16 * 1024, segment_bytes=4096)
-    writer = CallLogWriter(pool, batch_size=20, max_backoff=0.05, journal=journal)
+    writer = CallLogWriter(PgStore(pool), batch_size=20, max_backoff=0.05, journal=journal)
     now = datetime.now(UTC)
     with capture_logs() as logs:
         task = asyncio.create_task(writer.run())

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from keypress_ari.calllog.ops import WebhookQueued
 from keypress_ari.flows.actions import FlowAction, Webhook
 from keypress_ari.flows.model import Flow
-from keypress_ari.store.calllog import WebhookQueued
 from keypress_ari.webhooks.render import queued_op, render_webhook, sign
-from keypress_ari.webhooks.worker import safe_url
+from keypress_ari.webhooks.urls import safe_url
 
 DATA = {"caller_number": "+1 555/0100", "digit": "1", "disposition": "sale", "buyer": "acme"}
 

@@ -19,8 +19,11 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from keypress_ari.calllog.ops import CallEvent, CallOpened, WebhookQueued
 from keypress_ari.flows.actions import Webhook
-from keypress_ari.store.calllog import CallEvent, CallLogWriter, CallOpened, WebhookQueued
+from keypress_ari.store.log_writer import CallLogWriter
+from keypress_ari.store.outbox import Outbox
+from keypress_ari.store.pg_store import PgStore
 from keypress_ari.webhooks.render import queued_op, render_webhook, sign
 from keypress_ari.webhooks.worker import WebhookWorker
 
@@ -94,7 +97,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 def make_worker(pool: Any, **overrides: Any) -> WebhookWorker:
     settings = {"secret": SECRET, "timeout": 2.0, "max_attempts": 5, "initial_backoff": 0.05,
                 "max_backoff": 0.1, "poll_interval": 0.2, **overrides}
-    return WebhookWorker(pool, **settings)
+    return WebhookWorker(Outbox(pool), **settings)
 
 
 @asynccontextmanager
@@ -109,7 +112,7 @@ async def running(worker: WebhookWorker) -> AsyncIterator[WebhookWorker]:
 
 @asynccontextmanager
 async def writing(pool: Any) -> AsyncIterator[CallLogWriter]:
-    writer = CallLogWriter(pool)
+    writer = CallLogWriter(PgStore(pool))
     task = asyncio.create_task(writer.run())
     try:
         yield writer
@@ -335,7 +338,8 @@ async def test_key_press_and_outbox_row_commit_together(db: asyncpg.Pool) -> Non
     async with writing(db) as writer:  # the call row already exists (an earlier batch)
         writer.emit(opened(call_id))
     failing = FailingPool(db)
-    writer = CallLogWriter(failing, batch_size=1, max_backoff=0.05)  # webhooks stick anyway
+    # webhooks stick anyway
+    writer = CallLogWriter(PgStore(failing), batch_size=1, max_backoff=0.05)
     hook_calls: list[int] = []
     writer.on_outbox = lambda: hook_calls.append(1)
     writer.emit(key_press(call_id))

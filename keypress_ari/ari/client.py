@@ -9,7 +9,6 @@ more CPU per key press than the rest of the daemon (``bench/results/profile.md``
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
@@ -19,21 +18,14 @@ from urllib.parse import quote
 import structlog
 
 from keypress_ari import jsoncodec
+from keypress_ari.ari.auth import basic_auth_header
 from keypress_ari.ari.errors import AriError, AriNotFound, AriUnavailable, error_for_status
 from keypress_ari.ari.events import Bridge, Channel, Playback
-from keypress_ari.ari.http import HttpPool, HttpProtocolError
-
-__all__ = ["AriClient", "basic_auth_header"]
+from keypress_ari.ari.rest_pool import HttpPool, HttpProtocolError
 
 log = structlog.get_logger(__name__)
 
 Params = Mapping[str, str | None]
-
-
-def basic_auth_header(user: str, password: str) -> str:
-    """The value of an HTTP Basic ``Authorization`` header."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-    return f"Basic {token}"
 
 
 # Characters that never need quoting (RFC 3986 unreserved): ids and most values are made of
@@ -74,6 +66,7 @@ class AriClient:
         app: str,
         timeout: float = 5.0,
         max_connections: int = 50,
+        on_request: Callable[[], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.max_connections = max_connections
@@ -83,7 +76,7 @@ class AriClient:
         self._timeout = timeout
         self._pool: HttpPool | None = None
         # Called just before each request is sent (the daemon times key press latency).
-        self.on_request: Callable[[], None] | None = None
+        self.on_request = on_request
 
     def __repr__(self) -> str:
         return f"AriClient({self.base_url!r}, user={self.user!r}, app={self.app!r})"

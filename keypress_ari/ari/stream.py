@@ -23,7 +23,7 @@ import aiohttp
 import structlog
 
 from keypress_ari import jsoncodec
-from keypress_ari.ari.client import basic_auth_header
+from keypress_ari.ari.auth import basic_auth_header
 from keypress_ari.ari.events import Event, EventParseError, parse_event
 
 __all__ = ["EventStream", "events_url"]

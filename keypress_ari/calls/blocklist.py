@@ -7,11 +7,9 @@ call from that number is rejected) and queues the durable row.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from keypress_ari.store.callops import CallerBlocked, OpSink
-
-_SELECT = "SELECT caller_number FROM blocklist"
+from keypress_ari.calllog.ops import CallerBlocked, OpSink
+from keypress_ari.store.port import CallStore
 
 
 class Blocklist:
@@ -30,6 +28,6 @@ class Blocklist:
         self._numbers.add(number)
         writer.emit(CallerBlocked(number, reason, call_id))
 
-    async def load(self, conn: Any) -> None:
-        """Replace the set with what PostgreSQL holds."""
-        self._numbers = {row["caller_number"] for row in await conn.fetch(_SELECT)}
+    async def load(self, store: CallStore) -> None:
+        """Replace the set with what the store holds."""
+        self._numbers = await store.blocked_numbers()

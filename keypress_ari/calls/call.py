@@ -1,9 +1,19 @@
 """One call: its state object and the handling of its events, one at a time, in order.
 
 The dispatcher feeds a Call the ARI events of every leg it has (caller, buyer legs) and its
-own timer. This module routes each event to the stage that handles it; the stages live in
-``prompting`` (router key press), ``dialing`` (buyers, bridge, ending) and ``live`` (key
-presses on a live call, call control actions). Any ARI request may fail with "channel gone"
+own timer. A Call is one object that owns its parts, each built here with what it may touch
+(:class:`~keypress_ari.calls.scope.CallScope`: the state, the services, the timer) and the
+other parts it uses:
+
+* ``gate`` (:mod:`.press_gate`): duplicate and rate-limited presses stop here;
+* ``dialing`` (:mod:`.dialing`): buyers, the bridge, ending the call; the flow runner's
+  driver (end the call, continue routing);
+* ``flows`` (:mod:`.flow_runner`): carrying out a matched flow through the channel port;
+* ``prompting`` (:mod:`.prompting`): the router's key press stage;
+* ``live`` (:mod:`.live`): presses on a live call.
+
+What each press leads to is decided by :mod:`.rules` (pure); this module routes each event
+to the part that handles it. Any ARI request may fail with "channel gone"
 (404/409) when a party hangs up at that moment: that is normal and only logged at debug;
 the StasisEnd that follows decides what happens.
 """
@@ -18,21 +28,28 @@ import structlog
 
 from keypress_ari.ari import events as ev
 from keypress_ari.ari.errors import AriError
-from keypress_ari.calls.base import CallBase, TimerFired
+from keypress_ari.calllog.kinds import EventKind
+from keypress_ari.calllog.ops import CallOpened
+from keypress_ari.calls.ari_channel_ops import AriChannelOps
+from keypress_ari.calls.context import CallContext
 from keypress_ari.calls.dialing import Dialing
+from keypress_ari.calls.flow_runner import FlowRunner
 from keypress_ari.calls.live import LiveControl
-from keypress_ari.calls.prompting import PromptStage
+from keypress_ari.calls.press_gate import PressGate
+from keypress_ari.calls.prompting import Prompting
 from keypress_ari.calls.resync import ChannelVanished, Resumed
+from keypress_ari.calls.rules import Leg
+from keypress_ari.calls.scope import CallHost, CallScope, TimerFired
 from keypress_ari.calls.state import (
     CALLER_NAME,
     CALLER_NUMBER,
     DIALLED_NUMBER,
     NUMBER,
     ROUTER,
+    CallState,
     Stage,
     parse_stasis_args,
 )
-from keypress_ari.store.calllog import CallOpened
 
 log = structlog.get_logger("keypress.call")
 
@@ -42,11 +59,25 @@ _LIVE_STAGES = (Stage.ROUTING, Stage.BRIDGED)
 _LEG_GONE = (ev.StasisEnd, ev.ChannelDestroyed)
 
 
-class Call(PromptStage, Dialing, LiveControl, CallBase):
-    _last_digit: tuple[str, str, float] | None = None  # (channel, digit, monotonic time)
-    _timeout_due = False  # the press-1 timeout came due while ARI was disconnected
-    _bucket: tuple[float, float] | None = None  # key press rate limit: (tokens, monotonic)
-    _limited = 0  # presses dropped by the rate limit in the current burst
+class Call:
+    __slots__ = ("_hanging_up", "_timeout_due", "ctx", "dialing", "flows", "gate", "live",
+                 "prompting", "scope", "st")
+
+    def __init__(self, ctx: CallContext, state: CallState, host: CallHost) -> None:
+        self.ctx, self.st = ctx, state
+        self.scope = scope = CallScope(ctx, state, host)
+        self.gate = PressGate(ctx.settings)
+        self.dialing = dialing = Dialing(scope)
+        ops = AriChannelOps(ctx.ari)
+        self.flows = flows = FlowRunner(scope, ops, dialing)
+        self.prompting = Prompting(scope, flows, dialing)
+        self.live = LiveControl(scope, flows, ops)
+        self._hanging_up = False  # a hangup request for the caller arrived; StasisEnd follows
+        self._timeout_due = False  # the press-1 timeout came due while ARI was disconnected
+
+    @property
+    def ended(self) -> bool:
+        return self.st.stage is Stage.ENDED
 
     def channel_ids(self) -> list[str]:
         return [self.st.channel_id, *self.st.live_buyer_legs]
@@ -67,29 +98,30 @@ class Call(PromptStage, Dialing, LiveControl, CallBase):
         elif self._hanging_up:
             pass  # the caller's channel is going away: only its end still matters
         elif isinstance(event, ev.Dial):
-            await self.dial_status(event.peer.id, event.dialstatus)
+            await self.dialing.dial_status(event.peer.id, event.dialstatus)
         elif isinstance(event, ev.PlaybackFinished):
             await self._playback_finished(event.playback.id, event.playback.state)
         elif isinstance(event, TimerFired):
             if event.generation != st.timer_generation:
                 pass  # a cancelled timer
             elif st.stage is Stage.ROUTING:
-                await self.dial_timed_out()
+                await self.dialing.dial_timed_out()
             elif st.stage is Stage.WAITING:
                 if self.ctx.is_connected():
-                    await self.press_timeout()
+                    await self.prompting.timed_out()
                 else:
                     self._timeout_due = True  # fires when ARI is back (see _resume)
-                    self.ctx.record(st, "timeout_deferred", reason="ARI events disconnected")
+                    self.ctx.record(st, EventKind.TIMEOUT_DEFERRED,
+                                    reason="ARI events disconnected")
         elif isinstance(event, ev.ChannelHangupRequest):
             if event.channel.id == st.channel_id:
                 self._hanging_up = True
-                self.cancel_timer()
+                self.scope.timer.cancel()
         elif isinstance(event, ev.StasisStart):
             if event.channel.id == st.channel_id:
                 await self._start(event)
             else:
-                await self.buyer_leg_ready(event.channel.id)
+                await self.dialing.buyer_leg_ready(event.channel.id)
         if st.dirty and not self.ended:
             self.ctx.persist(st)
 
@@ -109,16 +141,16 @@ class Call(PromptStage, Dialing, LiveControl, CallBase):
         st.legs["caller"] = ch.id
         self.ctx.emit(CallOpened(st.call_id, st.number, st.caller_number, st.router, ch.id,
                                  st.stage.value, st.started_at))
-        self.ctx.record(st, "call_started", channel=ch.name,
+        self.ctx.record(st, EventKind.CALL_STARTED, channel=ch.name,
                         caller_name=ch.caller.name if ch.caller else "", args=event.args)
         if st.caller_number in self.ctx.blocklist:
-            self.ctx.record(st, "blocked_caller", caller_number=st.caller_number)
-            await self.end_call(self.ctx.settings.blocked_caller_cause, "blocked caller")
+            self.ctx.record(st, EventKind.BLOCKED_CALLER, caller_number=st.caller_number)
+            await self.dialing.end_call(self.ctx.settings.blocked_caller_cause, "blocked caller")
             return
         if router is None:
-            self.ctx.record(st, "unknown_number", number=st.number)
+            self.ctx.record(st, EventKind.UNKNOWN_NUMBER, number=st.number)
             log.info("unknown number; hanging up", number=st.number, channel=ch.id)
-            await self.end_call(self.ctx.settings.unknown_number_cause, "unknown number")
+            await self.dialing.end_call(self.ctx.settings.unknown_number_cause, "unknown number")
             return
         st.data.update({
             CALLER_NUMBER: st.caller_number,
@@ -131,11 +163,11 @@ class Call(PromptStage, Dialing, LiveControl, CallBase):
         tokens.update(args)
         if tokens:
             st.set_tokens(tokens)
-            self.ctx.record(st, "tokens_set", source="call", tokens=tokens)
+            self.ctx.record(st, EventKind.TOKENS_SET, source="call", tokens=tokens)
         if router.request_key_press:
-            await self.start_prompting(router)
+            await self.prompting.start(router)
         else:
-            await self.route("router does not request a key press", None)
+            await self.dialing.continue_routing("router does not request a key press", None)
 
     async def _channel_tokens(self, channel_id: str) -> dict[str, str]:
         """Channel variables ``KEYPRESS_TOKEN_<NAME>`` for the tokens the flows use."""
@@ -157,80 +189,60 @@ class Call(PromptStage, Dialing, LiveControl, CallBase):
 
     async def _digit(self, channel_id: str, digit: str, duration_ms: int) -> None:
         st = self.st
-        leg = "caller" if channel_id == st.channel_id else "buyer"
+        leg: Leg = "caller" if channel_id == st.channel_id else "buyer"
         if leg == "buyer" and channel_id != st.buyer_channel:
             return  # a leg being dropped
-        now = time.monotonic()
-        last, self._last_digit = self._last_digit, (channel_id, digit, now)
-        window = self.ctx.settings.dtmf_dedup_ms / 1000
-        if last is not None and last[:2] == (channel_id, digit) and now - last[2] < window:
-            self.ctx.record(st, "key_press", leg=leg, digit=digit, duration_ms=duration_ms,
-                            matched=False, ignored=True,
-                            reason=f"duplicate within {self.ctx.settings.dtmf_dedup_ms} ms")
-            return
-        if not self._allow_press():
-            self._limited += 1
-            if self._limited == 1:  # once per burst; the burst's count is logged at its end
-                s = self.ctx.settings
-                self.ctx.record(st, "key_press", leg=leg, digit=digit, duration_ms=duration_ms,
-                                matched=False, ignored=True,
-                                reason=f"rate limited: over {s.max_presses_per_second:g}/s "
-                                       f"(burst {s.press_burst})")
+        drop = self.gate.check(channel_id, digit, time.monotonic())
+        if drop is not None:
+            if drop.logged:
+                self.ctx.record(st, EventKind.KEY_PRESS, leg=leg, digit=digit,
+                                duration_ms=duration_ms, matched=False, ignored=True,
+                                reason=drop.reason)
             return
         self._end_burst(leg)
         if leg == "caller" and st.stage in _KEY_PRESS_STAGES:
-            await self.prompt_digit(digit, duration_ms)
+            await self.prompting.digit(digit, duration_ms)
         elif st.stage in _LIVE_STAGES:
-            await self.live_digit(leg, digit, duration_ms)
+            await self.live.digit(leg, digit, duration_ms)
         else:
-            self.ctx.record(st, "key_press", leg=leg, digit=digit, duration_ms=duration_ms,
-                            matched=False, ignored=True, reason=f"call is {st.stage.value}")
-
-    def _allow_press(self) -> bool:
-        """A token bucket per call: ``press_burst`` at once, ``max_presses_per_second``
-        sustained."""
-        settings = self.ctx.settings
-        burst, rate = float(settings.press_burst), settings.max_presses_per_second
-        now = time.monotonic()
-        tokens, last = self._bucket or (burst, now)
-        tokens = min(burst, tokens + (now - last) * rate)
-        allowed = tokens >= 1.0
-        self._bucket = (tokens - 1.0 if allowed else tokens, now)
-        return allowed
+            self.ctx.record(st, EventKind.KEY_PRESS, leg=leg, digit=digit,
+                            duration_ms=duration_ms, matched=False, ignored=True,
+                            reason=f"call is {st.stage.value}")
 
     def _end_burst(self, leg: str) -> None:
-        if self._limited:
-            self.ctx.record(self.st, "rate_limited", leg=leg, dropped=self._limited)
-            self._limited = 0
+        dropped = self.gate.end_burst()
+        if dropped:
+            self.ctx.record(self.st, EventKind.RATE_LIMITED, leg=leg, dropped=dropped)
 
     async def _playback_finished(self, playback_id: str, state: str) -> None:
         st = self.st
         if playback_id == st.prompt_playback_id:
-            await self.prompt_finished(state)
+            await self.prompting.prompt_finished(state)
         elif playback_id == st.final_playback_id:
-            await self.final_prompt_finished()
+            await self.dialing.final_prompt_finished()
 
     async def _leg_gone(self, channel_id: str,
                         event: ev.StasisEnd | ev.ChannelDestroyed | ChannelVanished) -> None:
         st = self.st
         if channel_id != st.channel_id:
             if isinstance(event, ChannelVanished):
-                await self.buyer_leg_gone(channel_id, destroyed=True, cause_txt=event.cause_txt)
+                await self.dialing.buyer_leg_gone(channel_id, destroyed=True,
+                                                  cause_txt=event.cause_txt)
             elif isinstance(event, ev.ChannelDestroyed):
-                await self.buyer_leg_gone(channel_id, destroyed=True, cause=event.cause,
+                await self.dialing.buyer_leg_gone(channel_id, destroyed=True, cause=event.cause,
                                           cause_txt=event.cause_txt)
             else:
-                await self.buyer_leg_gone(channel_id, destroyed=False)
+                await self.dialing.buyer_leg_gone(channel_id, destroyed=False)
             return
-        self.cancel_timer()
+        self.scope.timer.cancel()
         self._end_burst("caller")
         was = st.stage.value
         st.move(Stage.ENDED)
         st.prompt_playback_id = st.final_playback_id = None
-        await self.caller_gone()
+        await self.dialing.caller_gone()
         ended_by = st.ended_by or "caller"
         cause = getattr(event, "cause_txt", None)
-        self.ctx.record(st, "call_ended", ended_by=ended_by, stage=was,
+        self.ctx.record(st, EventKind.CALL_ENDED, ended_by=ended_by, stage=was,
                         **({"cause": cause} if cause else {}))
         self.ctx.persist(st, ended_by=ended_by, end_reason=f"hung up by {ended_by} while {was}")
 
@@ -241,29 +253,29 @@ class Call(PromptStage, Dialing, LiveControl, CallBase):
         st = self.st
         due, self._timeout_due = self._timeout_due, False
         if adopted:
-            self.ctx.record(st, "adopted", stage=st.stage.value)
+            self.ctx.record(st, EventKind.ADOPTED, stage=st.stage.value)
         if st.stage is Stage.WAITING:
             left = (st.deadline or 0) - time.time()
             if due or left <= 0:
-                await self.press_timeout()
+                await self.prompting.timed_out()
             elif adopted:
-                self.start_timer(left, time.time() + left)
+                self.scope.timer.start(left, time.time() + left)
         elif st.stage is Stage.PROMPTING and st.prompt_playback_id:
             if not await self._playback_alive(st.prompt_playback_id):
-                await self.prompt_finished("done")
+                await self.prompting.prompt_finished("done")
         elif st.stage is Stage.ENDING and st.final_playback_id:
             if not await self._playback_alive(st.final_playback_id):
-                await self.final_prompt_finished()
+                await self.dialing.final_prompt_finished()
         elif st.stage is Stage.ROUTING and st.buyer_channel:
             try:
                 leg = await self.ctx.ari.get_channel(st.buyer_channel)
             except AriError:
                 return  # gone: its ChannelVanished closes it
             if leg.state == "Up":
-                await self.bridge_buyer(st.buyer_channel)  # answered while we were away
+                await self.dialing.bridge_buyer(st.buyer_channel)  # answered while we were away
             elif adopted and st.deadline is not None:
                 left = max(st.deadline - time.time(), 0.1)  # the dial's own deadline
-                self.start_timer(left, time.time() + left)
+                self.scope.timer.start(left, time.time() + left)
 
     async def _playback_alive(self, playback_id: str) -> bool:
         try:

@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from keypress_ari.ari.client import AriClient
+from keypress_ari.calllog.kinds import EventKind
+from keypress_ari.calllog.ops import CallEvent, CallUpdated, Op
 from keypress_ari.calls.blocklist import Blocklist
-from keypress_ari.calls.routing import BuyerLoad
+from keypress_ari.calls.buyer_choice import BuyerLoad
 from keypress_ari.calls.state import CallState
 from keypress_ari.config import CallSettings
 from keypress_ari.flows.model import Catalog
-from keypress_ari.store.calllog import CallEvent, CallLogWriter, CallUpdated, Op
+from keypress_ari.store.log_writer import CallLogWriter
 
 
 @dataclass(slots=True)
@@ -67,7 +69,7 @@ class CallContext:
     def record(
         self,
         st: CallState,
-        kind: str,
+        kind: EventKind,
         *,
         leg: str | None = "caller",
         digit: str | None = None,

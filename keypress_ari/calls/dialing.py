@@ -13,8 +13,10 @@ import time
 import uuid
 
 from keypress_ari.ari.errors import AriError
-from keypress_ari.calls.base import GONE, CallBase
-from keypress_ari.calls.routing import next_buyer
+from keypress_ari.calllog.kinds import EventKind
+from keypress_ari.calls.buyer_choice import next_buyer
+from keypress_ari.calls.rules import Leg, absorbs_digits, live_group
+from keypress_ari.calls.scope import GONE, CallScope
 from keypress_ari.calls.state import BUYER, Stage
 
 FAILED_DIALSTATUS = frozenset({"BUSY", "NOANSWER", "CONGESTION", "CHANUNAVAIL", "CANCEL"})
@@ -29,27 +31,36 @@ NO_BUYER = "no_buyer_available"
 DIAL_GRACE = 10.0
 
 
-class Dialing(CallBase):
-    _ringing = False  # the caller hears ringing (or music) while buyers ring
+class Dialing:
+    """The Stasis call's buyers: it is also the call's :class:`CallDriver` (end the call,
+    continue routing) for the flow runner."""
 
-    async def route(self, reason: str, flow: str | None) -> None:
+    __slots__ = ("_ringing", "_scope", "ctx", "st")
+
+    def __init__(self, scope: CallScope) -> None:
+        self._scope = scope
+        self.ctx, self.st = scope.ctx, scope.st
+        self._ringing = False  # the caller hears ringing (or music) while buyers ring
+
+    async def continue_routing(self, reason: str, flow: str | None) -> None:
         st = self.st
-        self.cancel_timer()
-        self.ctx.record(st, "continue_routing", flow=flow, reason=reason)
+        self._scope.timer.cancel()
+        self.ctx.record(st, EventKind.CONTINUE_ROUTING, flow=flow, reason=reason)
         await self.drop_buyer_legs("continue routing")
         st.move(Stage.ROUTING)
         await self._dial_next()
 
     async def _dial_next(self) -> None:
         st = self.st
-        router = self.router()
+        router = self._scope.router()
         if router is None:
             await self._no_buyer()
             return
         buyer, skipped = next_buyer(router, self.ctx.catalog.current, st.tried,
                                     self.ctx.load.live)
         for skip in skipped:
-            self.ctx.record(st, "buyer_skipped", leg="buyer", buyer=skip.buyer, reason=skip.why)
+            self.ctx.record(st, EventKind.BUYER_SKIPPED, leg="buyer", buyer=skip.buyer,
+                            reason=skip.why)
         if buyer is None:
             await self._no_buyer()
             return
@@ -61,8 +72,9 @@ class Dialing(CallBase):
         st.data[BUYER] = buyer.name
         st.dirty = True
         self.ctx.load.acquire(buyer.name)
-        self.host.attach(channel_id, self)
-        self.ctx.record(st, "dialing", leg="buyer", buyer=buyer.name, endpoint=buyer.endpoint,
+        self._scope.host.attach(channel_id, st.channel_id)
+        self.ctx.record(st, EventKind.DIALING, leg="buyer", buyer=buyer.name,
+                        endpoint=buyer.endpoint,
                         ring_timeout=buyer.ring_timeout, attempt=len(st.tried))
         await self._caller_hears_ringing()
         try:
@@ -78,7 +90,7 @@ class Dialing(CallBase):
     async def buyer_leg_ready(self, channel_id: str) -> None:
         """The buyer leg entered Stasis: dial it."""
         st = self.st
-        buyer = self.buyer()
+        buyer = self._scope.buyer()
         if channel_id != st.buyer_channel or st.stage is not Stage.ROUTING or buyer is None:
             return
         try:
@@ -91,7 +103,7 @@ class Dialing(CallBase):
     def _start_dial_timer(self, ring_timeout: int) -> None:
         """Fail the buyer if no outcome is reported ``DIAL_GRACE`` after its ring timeout."""
         wait = ring_timeout + DIAL_GRACE
-        self.start_timer(wait, time.time() + wait)
+        self._scope.timer.start(wait, time.time() + wait)
 
     async def dial_timed_out(self) -> None:
         """No outcome for the dialled buyer long after its ring timeout: move on."""
@@ -106,14 +118,15 @@ class Dialing(CallBase):
         if status == "ANSWER":
             await self.bridge_buyer(channel_id)
         elif status == "RINGING":
-            self.ctx.record(st, "buyer_ringing", leg="buyer", buyer=st.buyer)
+            self.ctx.record(st, EventKind.BUYER_RINGING, leg="buyer", buyer=st.buyer)
         elif status in FAILED_DIALSTATUS:
             await self._buyer_failed(channel_id, status)
 
     async def _buyer_failed(self, channel_id: str, why: str, cause: int | None = None) -> None:
         st = self.st
-        self.cancel_timer()
-        self.ctx.record(st, "buyer_failed", leg="buyer", buyer=st.buyer, reason=why, cause=cause)
+        self._scope.timer.cancel()
+        self.ctx.record(st, EventKind.BUYER_FAILED, leg="buyer", buyer=st.buyer, reason=why,
+                        cause=cause)
         st.buyer_channel = None
         if self._release_leg(channel_id):
             await self._hangup_leg(channel_id)
@@ -122,17 +135,17 @@ class Dialing(CallBase):
 
     async def bridge_buyer(self, channel_id: str) -> None:
         st = self.st
-        self.cancel_timer()
-        self.ctx.record(st, "buyer_answered", leg="buyer", buyer=st.buyer)
+        self._scope.timer.cancel()
+        self.ctx.record(st, EventKind.BUYER_ANSWERED, leg="buyer", buyer=st.buyer)
         await self._caller_stops_ringing()
         ari = self.ctx.ari
         if not st.answered:
-            if not await self.ari("answer", ari.answer(st.channel_id)):
+            if not await self._scope.request("answer", ari.answer(st.channel_id)):
                 # Never leave a call stranded between a buyer and an unanswered caller.
                 await self.end_call("normal", "could not answer the caller")
                 return
             st.answered = True
-            self.ctx.record(st, "answered")
+            self.ctx.record(st, EventKind.ANSWERED)
         try:
             if st.bridge_id is None:
                 bridge_id = f"kp-{st.call_id}"
@@ -146,42 +159,37 @@ class Dialing(CallBase):
         except GONE:
             return  # a leg hung up meanwhile: its StasisEnd decides what happens next
         except AriError as exc:
-            self.ctx.record(st, "error", leg="buyer", request="bridge", error=str(exc))
+            self.ctx.record(st, EventKind.ERROR, leg="buyer", request="bridge", error=str(exc))
             await self._buyer_failed(channel_id, "could not bridge")
             return
         st.buyer_entered_at = self.ctx.clock()
         st.move(Stage.BRIDGED)
-        self.ctx.record(st, "bridged", leg="buyer", buyer=st.buyer, bridge=st.bridge_id)
+        self.ctx.record(st, EventKind.BRIDGED, leg="buyer", buyer=st.buyer, bridge=st.bridge_id)
 
-    def absorbs_digits(self, leg: str) -> bool:
-        """Whether the leg's digits are kept from the other party: when key press flows
-        listen on that leg and their group does not pass digits through."""
-        if leg == "caller":
-            number = self.number()
-            name = number.flow_group if number and number.keypress_controls else None
-        else:
-            buyer = self.buyer()
-            name = buyer.flow_group if buyer and buyer.forwards_to_external_agent else None
-        group = self.group(name)
-        return group is not None and not group.pass_through_digits
+    def absorbs_digits(self, leg: Leg) -> bool:
+        """Whether the leg's digits are kept from the other party (the rule's)."""
+        scope = self._scope
+        return absorbs_digits(scope.group(live_group(leg, scope.number(), scope.buyer()).group))
 
     async def _no_buyer(self) -> None:
         st = self.st
         await self._caller_stops_ringing()
-        self.ctx.record(st, "no_buyer_available", tried=list(st.tried))
+        self.ctx.record(st, EventKind.NO_BUYER_AVAILABLE, tried=list(st.tried))
         st.disposition = NO_BUYER
         st.dirty = True
-        self.ctx.record(st, "disposition", disposition=NO_BUYER)
-        router = self.router()
+        self.ctx.record(st, EventKind.DISPOSITION, disposition=NO_BUYER)
+        router = self._scope.router()
         if router is not None and router.no_buyer_prompt:
-            if not st.answered and await self.ari("answer", self.ctx.ari.answer(st.channel_id)):
+            if not st.answered and await self._scope.request("answer",
+                                                             self.ctx.ari.answer(st.channel_id)):
                 st.answered = True
             playback_id = f"kp-{uuid.uuid4().hex}"
             st.final_playback_id = playback_id
             st.move(Stage.ENDING)
-            if await self.ari("play", self.ctx.ari.play(st.channel_id, router.no_buyer_prompt,
+            if await self._scope.request("play", self.ctx.ari.play(st.channel_id,
+                                                                   router.no_buyer_prompt,
                                                          playback_id=playback_id)):
-                self.ctx.record(st, "prompt_started", media=router.no_buyer_prompt,
+                self.ctx.record(st, EventKind.PROMPT_STARTED, media=router.no_buyer_prompt,
                                 purpose="no buyer available")
                 return
         await self.end_call("normal" if st.answered else "congestion", "no buyer available")
@@ -198,9 +206,9 @@ class Dialing(CallBase):
         self._ringing = True
         ari, caller = self.ctx.ari, self.st.channel_id
         if self.ctx.settings.while_dialling == "moh":
-            await self.ari("start music", ari.start_moh(caller))
+            await self._scope.request("start music", ari.start_moh(caller))
         else:
-            await self.ari("ring", ari.ring(caller))
+            await self._scope.request("ring", ari.ring(caller))
 
     async def _caller_stops_ringing(self) -> None:
         if not self._ringing:
@@ -208,14 +216,14 @@ class Dialing(CallBase):
         self._ringing = False
         ari, caller = self.ctx.ari, self.st.channel_id
         if self.ctx.settings.while_dialling == "moh":
-            await self.ari("stop music", ari.stop_moh(caller))
+            await self._scope.request("stop music", ari.stop_moh(caller))
         else:
-            await self.ari("stop ringing", ari.ring_stop(caller))
+            await self._scope.request("stop ringing", ari.ring_stop(caller))
 
     # ---- ending ----------------------------------------------------------------------------
 
     async def _hangup_leg(self, channel_id: str) -> None:
-        await self.ari("hangup buyer leg", self.ctx.ari.hangup(channel_id), leg="buyer")
+        await self._scope.request("hangup buyer leg", self.ctx.ari.hangup(channel_id), leg="buyer")
 
     def _release_leg(self, channel_id: str) -> str | None:
         """Forget a buyer leg: its buyer's live count drops, its events stop reaching the
@@ -223,7 +231,7 @@ class Dialing(CallBase):
         buyer = self.st.live_buyer_legs.pop(channel_id, None)
         if buyer is not None:
             self.ctx.load.release(buyer)
-            self.host.detach(channel_id)
+            self._scope.host.detach(channel_id)
             self.st.dirty = True
         return buyer
 
@@ -234,7 +242,7 @@ class Dialing(CallBase):
             buyer = self._release_leg(channel_id)
             if channel_id == st.buyer_channel:
                 st.buyer_channel = None
-                self.ctx.record(st, "buyer_dropped", leg="buyer", buyer=buyer, reason=why)
+                self.ctx.record(st, EventKind.BUYER_DROPPED, leg="buyer", buyer=buyer, reason=why)
             await self._hangup_leg(channel_id)
         st.buyer_entered_at = None
 
@@ -242,19 +250,19 @@ class Dialing(CallBase):
         st = self.st
         if st.stage is Stage.ENDED:
             return
-        self.cancel_timer()
+        self._scope.timer.cancel()
         st.ended_by = st.ended_by or "daemon"
         st.move(Stage.ENDING)
-        self.ctx.record(st, "hangup", requested_by=st.ended_by, reason=why, cause=cause)
+        self.ctx.record(st, EventKind.HANGUP, requested_by=st.ended_by, reason=why, cause=cause)
         await self.drop_buyer_legs(why)
-        await self.ari("hangup", self.ctx.ari.hangup(st.channel_id, reason=cause))
+        await self._scope.request("hangup", self.ctx.ari.hangup(st.channel_id, reason=cause))
         await self._destroy_bridge()
 
     async def _destroy_bridge(self) -> None:
         st = self.st
         if st.bridge_id is not None:
             bridge_id, st.bridge_id = st.bridge_id, None
-            await self.ari("destroy bridge", self.ctx.ari.destroy_bridge(bridge_id))
+            await self._scope.request("destroy bridge", self.ctx.ari.destroy_bridge(bridge_id))
 
     async def buyer_leg_gone(self, channel_id: str, *, destroyed: bool, cause: int | None = None,
                              cause_txt: str | None = None) -> None:
@@ -271,7 +279,7 @@ class Dialing(CallBase):
             return  # a leg we dropped or gave up on
         st.buyer_channel = None
         if st.stage is Stage.BRIDGED:
-            self.ctx.record(st, "buyer_hangup", leg="buyer", buyer=buyer)
+            self.ctx.record(st, EventKind.BUYER_HANGUP, leg="buyer", buyer=buyer)
             st.ended_by = st.ended_by or "buyer"
             await self.end_call("normal", "the buyer hung up")
 

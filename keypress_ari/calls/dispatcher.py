@@ -16,10 +16,11 @@ from collections.abc import Callable
 import structlog
 
 from keypress_ari.ari import events as ev
-from keypress_ari.calls.base import TimerFired
+from keypress_ari.calllog.kinds import EventKind
 from keypress_ari.calls.call import Call, new_call_id
 from keypress_ari.calls.context import CallContext
 from keypress_ari.calls.resync import ChannelVanished, Resumed
+from keypress_ari.calls.scope import TimerFired
 from keypress_ari.calls.state import CallState
 from keypress_ari.calls.timing import DtmfLatency
 
@@ -60,13 +61,15 @@ def channel_of(event: object) -> str | None:
 
 
 class Dispatcher:
-    def __init__(self, ctx: CallContext) -> None:
+    def __init__(self, ctx: CallContext,
+                 arrival_clock: Callable[[], float] = time.perf_counter) -> None:
+        """``arrival_clock``: when the event being delivered arrived (the stream's frame
+        time, ``perf_counter``); key press latency is measured from it."""
         self.ctx = ctx
         self._slots: dict[str, _Slot] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
-        # When the event being delivered arrived (the stream's frame time, perf_counter).
-        self.arrival_clock: Callable[[], float] = time.perf_counter
+        self.arrival_clock = arrival_clock
 
     @property
     def active_calls(self) -> int:
@@ -114,8 +117,8 @@ class Dispatcher:
     def post(self, event: object) -> None:
         self.on_event(event)
 
-    def attach(self, channel_id: str, call: Call) -> None:
-        slot = self._slots.get(call.st.channel_id)
+    def attach(self, channel_id: str, caller_channel: str) -> None:
+        slot = self._slots.get(caller_channel)
         if slot is not None:
             self._slots[channel_id] = slot
 
@@ -136,7 +139,8 @@ class Dispatcher:
                     await call.handle(event)
                 except Exception:
                     log.exception("error handling an event", event_type=type(event).__name__)
-                    call.ctx.record(call.st, "error", request="handle " + type(event).__name__,
+                    call.ctx.record(call.st, EventKind.ERROR,
+                                    request="handle " + type(event).__name__,
                                     error="internal error, see the daemon log")
                 if is_digit:
                     DtmfLatency.clear()

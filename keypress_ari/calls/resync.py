@@ -12,7 +12,6 @@ call as if its StasisStart had just arrived; an orphan buyer leg is hung up.
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,11 +22,10 @@ from keypress_ari.ari import events as ev
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.errors import AriError
 from keypress_ari.calls.state import CallState
+from keypress_ari.store.port import CallStore
 
 log = structlog.get_logger("keypress.resync")
 
-OPEN_CALLS = "SELECT state FROM calls WHERE ended_at IS NULL AND state <> '{}'::jsonb"
-LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM call_events WHERE call_id = $1::uuid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,22 +120,16 @@ async def _destroy_orphan_bridges(dispatcher: Any, ari: AriClient, channels: set
     return destroyed
 
 
-async def adopt_open_calls(dispatcher: Any, conn: Any) -> int:
-    """A restarted daemon takes back the calls PostgreSQL says are open (their snapshots).
+async def adopt_open_calls(dispatcher: Any, store: CallStore) -> int:
+    """A restarted daemon takes back the calls the store says are open (their snapshots).
 
     Calls whose channels are gone are closed by the resync that follows (ChannelVanished).
     """
     adopted = 0
-    for row in await conn.fetch(OPEN_CALLS):
-        snap = row["state"]
-        state = CallState.from_snapshot(snap if isinstance(snap, dict) else _json(snap))
+    for row in await store.open_calls():
+        state = CallState.from_snapshot(row.state)
         # Rows after the last persisted snapshot may exist: continue after the highest seq.
-        state.seq = max(state.seq, int(await conn.fetchval(LAST_SEQ, state.call_id)))
+        state.seq = max(state.seq, row.last_seq)
         dispatcher.adopt(state)
         adopted += 1
     return adopted
-
-
-def _json(text: str) -> dict[str, Any]:
-    value = json.loads(text)
-    return value if isinstance(value, dict) else {}

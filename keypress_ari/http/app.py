@@ -7,7 +7,6 @@ is never logged; the server keeps no access log.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
@@ -117,15 +116,6 @@ def create_admin_app(
     return app
 
 
-async def database_ready(pool: Any, timeout: float = 2.0) -> bool:
-    """Whether ``SELECT 1`` succeeds within ``timeout`` seconds (for a ``ready`` callable)."""
-    try:
-        async with asyncio.timeout(timeout), pool.acquire() as conn:
-            return bool(await conn.fetchval("SELECT 1") == 1)
-    except Exception:
-        return False
-
-
 class AdminServer:
     """Serves an admin app on ``host``:``port`` (port 0: any free port, see ``port``)."""
 
@@ -162,4 +152,4 @@ class AdminServer:
             await runner.cleanup()
 
 
-__all__ = ["AdminServer", "create_admin_app", "database_ready"]
+__all__ = ["AdminServer", "create_admin_app"]

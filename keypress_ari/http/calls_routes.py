@@ -11,6 +11,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from keypress_ari.calllog.kinds import EventKind, press_outcome
 from keypress_ari.flows.errors import format_loc
 from keypress_ari.http.common import (
     POOL,
@@ -22,7 +23,7 @@ from keypress_ari.http.common import (
 )
 from keypress_ari.simulate import simulate
 from keypress_ari.store import admin
-from keypress_ari.store import calls as calls_store
+from keypress_ari.store import log_queries as calls_store
 from keypress_ari.store.catalog import load_catalog
 
 CALLER_RE = re.compile(r"^\S{1,64}$")
@@ -37,7 +38,12 @@ def call_dict(call: calls_store.CallRow) -> dict[str, Any]:
 
 
 def event_dict(event: calls_store.EventRow) -> dict[str, Any]:
-    return {k: _iso(v) for k, v in asdict(event).items()}
+    """One call log row; a key press row also says its ``outcome`` (matched, no_match or
+    ignored: :func:`keypress_ari.calllog.kinds.press_outcome`)."""
+    out = {k: _iso(v) for k, v in asdict(event).items()}
+    if event.kind == EventKind.KEY_PRESS:
+        out["outcome"] = press_outcome(event.detail)
+    return out
 
 
 def parse_time(name: str, raw: str | None) -> datetime | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from keypress_ari.calllog.kinds import PRESS_OUTCOMES, EventKind
 from keypress_ari.flows.model import Catalog, Flow
 from keypress_ari.http.calls_routes import SimulateRequest
 
@@ -129,7 +130,9 @@ def _other_paths() -> dict[str, Any]:
             _query("cursor", "next_cursor of the previous page")))},
         "/calls/{call_id}": {
             "parameters": [_path_param("call_id")],
-            "get": _op("a call and its events", _json(any_object, "call"), errors=("404",)),
+            "get": _op("a call and its events", _json({"type": "object", "properties": {
+                "call": any_object, "events": {"type": "array", "items": _ref("CallEvent")}}},
+                "call"), errors=("404",)),
         },
         "/simulate": {"post": _op(
             "dry run of a key press against the stored catalog (touches nothing)",
@@ -162,6 +165,14 @@ def _schemas() -> dict[str, Any]:
         "misses": {"type": "array", "items": {"type": "object"}},
         "time_limit": {"type": ["object", "null"]},
         "would_run": {"type": ["object", "null"]}}}
+    schemas["CallEvent"] = {"type": "object", "properties": {
+        "seq": {"type": ["integer", "null"]}, "at": {"type": "string", "format": "date-time"},
+        "leg": {"type": ["string", "null"]},
+        "kind": {"type": "string", "enum": [k.value for k in EventKind]},
+        "digit": {"type": ["string", "null"]}, "flow": {"type": ["string", "null"]},
+        "detail": {"type": "object"},
+        "outcome": {"type": "string", "enum": list(PRESS_OUTCOMES),
+                    "description": "key_press rows only"}}}
     schemas["Error"] = {"type": "object", "required": ["error"], "properties": {
         "error": {"type": "string"}, "path": {"type": "string"},
         "problems": {"type": "array", "items": {"type": "object", "properties": {

@@ -18,13 +18,13 @@ from datetime import datetime
 from typing import Any
 
 from keypress_ari.flows.model import Catalog
-from keypress_ari.store.calls import _CALL_COLUMNS, CallRow, _call
 from keypress_ari.store.catalog import (
     _BUMP_VERSION,
     IMPORT_LOCK_ID,
     NOTIFY_CHANNEL,
     load_catalog,
 )
+from keypress_ari.store.log_queries import _CALL_COLUMNS, CallRow, _call
 
 BLOCKLIST_CHANNEL = "keypress_blocklist"
 

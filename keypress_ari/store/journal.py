@@ -43,7 +43,7 @@ from typing import Any
 
 import structlog
 
-from keypress_ari.store.callops import decode_op, encode_op
+from keypress_ari.store.log_rows import decode_op, encode_op
 
 log = structlog.get_logger("keypress.journal")
 

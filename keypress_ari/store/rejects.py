@@ -41,7 +41,9 @@ from typing import Any
 import asyncpg
 import structlog
 
-from keypress_ari.store.callops import CallEvent, decode_op, encode_op, is_webhook
+from keypress_ari.calllog.kinds import EventKind
+from keypress_ari.calllog.ops import CallEvent
+from keypress_ari.store.log_rows import decode_op, encode_op, is_webhook
 
 log = structlog.get_logger("keypress.calllog")
 
@@ -196,8 +198,8 @@ class Isolation:
         if call_id is None:
             return
         at = getattr(op, "at", None) if type(op) is CallEvent else None
-        note = CallEvent(call_id, None, at or datetime.now(UTC), None, "log_rejected", None,
-                           getattr(op, "flow", None), {"op": kind, "error": error})
+        note = CallEvent(call_id, None, at or datetime.now(UTC), None, EventKind.LOG_REJECTED,
+                         None, getattr(op, "flow", None), {"op": kind, "error": error})
         try:
             await self._write([note])
         except Exception as err:

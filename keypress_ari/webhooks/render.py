@@ -25,8 +25,8 @@ from urllib.parse import quote
 
 from pydantic import JsonValue
 
+from keypress_ari.calllog.ops import WebhookQueued
 from keypress_ari.flows.actions import TOKEN_USE, Webhook
-from keypress_ari.store.calllog import WebhookQueued
 
 SIGNATURE_HEADER = "X-Keypress-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"

@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import structlog
 
+from keypress_ari.store.outbox import Outbox, OutboxRow
 from keypress_ari.webhooks.render import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
+from keypress_ari.webhooks.urls import safe_url
 
 log = structlog.get_logger("keypress.webhooks")
 
@@ -44,71 +43,12 @@ USER_AGENT = "keypress-ari-webhooks"
 LEASE_MARGIN = 10.0  # seconds a claimed row stays invisible beyond the send timeout
 OUTCOMES = ("delivered", "retry", "dead")
 
-_CLAIM = """
-WITH due AS (
-    SELECT id FROM webhook_outbox
-    WHERE status = 'pending' AND next_attempt_at <= now()
-    ORDER BY next_attempt_at, id
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED)
-UPDATE webhook_outbox o SET next_attempt_at = now() + make_interval(secs => $2::float8)
-FROM due WHERE o.id = due.id
-RETURNING o.id, o.call_id::text AS call_id, o.flow, o.url, o.method, o.headers::text AS headers,
-          o.body, o.idempotency_key::text AS idempotency_key, o.attempts"""
-_DELIVERED = """
-UPDATE webhook_outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = now(),
-       last_error = NULL
-WHERE id = $1 AND status = 'pending' RETURNING attempts, status"""
-_FAILED = """
-UPDATE webhook_outbox SET attempts = attempts + 1,
-       status = CASE WHEN attempts + 1 >= $2 THEN 'dead' ELSE 'pending' END,
-       next_attempt_at = now() + make_interval(secs => $3::float8),
-       last_error = $4
-WHERE id = $1 AND status = 'pending' RETURNING attempts, status"""
-_EVENT = """
-INSERT INTO call_events (call_id, seq, at, leg, kind, digit, flow, detail)
-VALUES ($1::uuid, NULL, $2, NULL, 'webhook_attempt', NULL, $3, $4::text::jsonb)"""
-_RELEASE = """
-UPDATE webhook_outbox SET next_attempt_at = now()
-WHERE id = ANY($1::bigint[]) AND status = 'pending'"""
-_COUNT_PENDING = """
-SELECT count(*) FROM webhook_outbox
-WHERE status = 'pending' AND ($1::boolean OR next_attempt_at <= now())"""
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    id: int
-    call_id: str
-    flow: str | None
-    url: str
-    method: str
-    headers: dict[str, str]
-    body: str
-    key: str
-    attempts: int  # attempts made before this one
-
-
-def safe_url(url: str) -> str:
-    """``url`` without user info, query string or fragment (fit for logs)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-    except ValueError:
-        return "<invalid url>"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 class WebhookWorker:
     """Sends outbox rows; see the module docstring. ``counts`` holds attempts by outcome."""
 
     def __init__(
         self,
-        pool: Any,
+        outbox: Outbox,
         *,
         secret: str,
         timeout: float,
@@ -119,7 +59,7 @@ class WebhookWorker:
         session: aiohttp.ClientSession | None = None,
         concurrency: int = 10,
     ) -> None:
-        self._pool = pool
+        self._outbox = outbox
         self._secret = secret
         self._timeout = timeout
         self._max_attempts = max_attempts
@@ -133,7 +73,7 @@ class WebhookWorker:
         self._http: aiohttp.ClientSession | None = None
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
-        self._inflight: dict[asyncio.Task[None], _Row] = {}
+        self._inflight: dict[asyncio.Task[None], OutboxRow] = {}
         self._sending: set[int] = set()  # ids of rows whose request is under way
         self._claiming = False
         self._stopping = False
@@ -169,8 +109,7 @@ class WebhookWorker:
         while True:
             self._progress.clear()
             if not self._inflight and not self._claiming:
-                async with self._pool.acquire() as conn:
-                    left = await conn.fetchval(_COUNT_PENDING, settled)
+                left = await self._outbox.pending(settled=settled)
                 if left == 0 and not self._inflight and not self._claiming:
                     return True
             remaining = deadline - loop.time()
@@ -227,14 +166,13 @@ class WebhookWorker:
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook attempt crashed", error=repr(task.exception()))
 
-    async def _claim(self, limit: int) -> list[_Row]:
+    async def _claim(self, limit: int) -> list[OutboxRow]:
         loop = asyncio.get_running_loop()
         if self._next_due is not None and self._next_due <= loop.time():
             self._next_due = None
         self._claiming = True
         try:
-            async with self._pool.acquire() as conn:
-                records = await conn.fetch(_CLAIM, limit, self._timeout + LEASE_MARGIN)
+            rows = await self._outbox.claim(limit, self._timeout + LEASE_MARGIN)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -243,11 +181,6 @@ class WebhookWorker:
         finally:
             self._claiming = False
             self._progress.set()  # drain() waits for claims in progress to end
-        rows = [
-            _Row(r["id"], r["call_id"], r["flow"], r["url"], r["method"],
-                 json.loads(r["headers"]), r["body"], r["idempotency_key"], r["attempts"])
-            for r in records
-        ]
         if rows and not self._secret and not self._warned_secret:
             self._warned_secret = True
             log.warning("webhooks.secret is empty: signatures are computed with an empty key")
@@ -258,8 +191,7 @@ class WebhookWorker:
         if not ids:
             return
         try:
-            async with self._pool.acquire() as conn:
-                await conn.execute(_RELEASE, ids)
+            await self._outbox.release(ids)
         except Exception as exc:  # the lease runs out by itself
             log.warning("could not release webhook rows", ids=ids, error=str(exc))
 
@@ -277,7 +209,7 @@ class WebhookWorker:
 
     # -- one attempt -----------------------------------------------------------------------
 
-    async def _send(self, row: _Row) -> int:
+    async def _send(self, row: OutboxRow) -> int:
         assert self._http is not None
         body = row.body.encode("utf-8")
         headers = {
@@ -298,7 +230,7 @@ class WebhookWorker:
         ):
             return resp.status
 
-    async def _attempt(self, row: _Row) -> None:
+    async def _attempt(self, row: OutboxRow) -> None:
         at = datetime.now(UTC)
         started = time.monotonic()
         status: int | None = None
@@ -333,37 +265,20 @@ class WebhookWorker:
             level(f"webhook attempt failed ({outcome})", error=error, **fields)
 
     async def _record(
-        self, row: _Row, at: datetime, status: int | None, error: str | None, duration_ms: int
+        self, row: OutboxRow, at: datetime, status: int | None, error: str | None, duration_ms: int
     ) -> tuple[str, int]:
         """Update the row and log the attempt in one transaction; ``(outcome, attempt)``."""
         attempt = row.attempts + 1
-        delay = 0.0
-        async with self._pool.acquire() as conn, conn.transaction():
-            if error is None:
-                got = await conn.fetchrow(_DELIVERED, row.id)
-                outcome = "delivered"
-            else:
-                delay = self.backoff(attempt)
-                got = await conn.fetchrow(_FAILED, row.id, self._max_attempts, delay, error)
-                if got is not None:
-                    outcome = "dead" if got["status"] == "dead" else "retry"
-                else:
-                    outcome = "dead" if attempt >= self._max_attempts else "retry"
-            if got is not None:
-                attempt = got["attempts"]
-            detail: dict[str, Any] = {
-                "outbox_id": row.id,
-                "attempt": attempt,
-                "method": row.method,
-                "url": safe_url(row.url),
-                "outcome": outcome,
-                "duration_ms": duration_ms,
-            }
-            if status is not None:
-                detail["status_code"] = status
-            if error is not None and status is None:
-                detail["error"] = error
-            await conn.execute(_EVENT, row.call_id, at, row.flow, json.dumps(detail))
+        delay = self.backoff(attempt) if error is not None else 0.0
+        detail: dict[str, Any] = {"outbox_id": row.id, "method": row.method,
+                                  "url": safe_url(row.url), "duration_ms": duration_ms}
+        if status is not None:
+            detail["status_code"] = status
+        if error is not None and status is None:
+            detail["error"] = error
+        outcome, attempt = await self._outbox.settle(row, at=at, error=error,
+                                                     max_attempts=self._max_attempts,
+                                                     delay=delay, detail=detail)
         if outcome == "retry":
             due = asyncio.get_running_loop().time() + delay
             self._next_due = due if self._next_due is None else min(self._next_due, due)

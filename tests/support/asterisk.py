@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from keypress_ari.ari.client import basic_auth_header
+from keypress_ari.ari.auth import basic_auth_header
 
 __all__ = ["REPO_ROOT", "AsteriskServer", "AsteriskStartError"]
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from keypress_ari.calllog.ops import CallEvent, CallOpened, Op
 from keypress_ari.config import (
     AdminSettings,
     AriSettings,
@@ -23,10 +24,9 @@ from keypress_ari.config import (
 )
 from keypress_ari.daemon import Daemon
 from keypress_ari.flows.yamlio import load_catalog_yaml
-from keypress_ari.store import calls as calls_store
-from keypress_ari.store.calllog import CallEvent, CallOpened, Op
-from keypress_ari.store.calls import CallRow, EventRow
+from keypress_ari.store import log_queries as calls_store
 from keypress_ari.store.catalog import import_catalog
+from keypress_ari.store.log_queries import CallRow, EventRow
 
 
 class LogWatch:

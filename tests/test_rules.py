@@ -1,8 +1,8 @@
-"""The key press stage's decisions, as plain functions over plain data (no I/O)."""
+"""The key press rules (calls.rules), as plain functions over plain data (no I/O)."""
 
 from __future__ import annotations
 
-from keypress_ari.calls.decide import (
+from keypress_ari.calls.rules import (
     ContinueRouting,
     Reprompt,
     RunFlow,

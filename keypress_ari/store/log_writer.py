@@ -23,7 +23,7 @@ appended are also kept in memory (bounded) so the normal path never reads the di
 ends just before one (it may grow past ``batch_size`` for that), so it commits in the same
 transaction as the op queued right before it: emit the key press row and then, with no
 ``await`` in between, the webhooks it fired, and they commit together or not at all. After
-a batch holding one commits, ``on_outbox`` (set by the webhook worker) is called so delivery
+a batch holding one commits, ``on_outbox`` (the webhook worker's wake-up) is called so delivery
 starts without polling.
 
 A failed batch is retried, unless PostgreSQL *rejects the data* of an op: then the ops it
@@ -37,25 +37,17 @@ import asyncio
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 
-from keypress_ari.store.callops import (
-    CallerBlocked,
-    CallEvent,
-    CallOpened,
-    CallUpdated,
+from keypress_ari.calllog.ops import (
     Op,
     WebhookQueued,
-    is_webhook,
-    row_args,
 )
 from keypress_ari.store.journal import Journal, JournalFull
+from keypress_ari.store.log_rows import is_webhook
+from keypress_ari.store.port import LogStore
 from keypress_ari.store.rejects import Isolation
-
-__all__ = ["CallEvent", "CallLogWriter", "CallOpened", "CallUpdated", "CallerBlocked", "Op",
-           "WebhookQueued"]  # the ops live in callops; imported from here too
 
 log = structlog.get_logger("keypress.calllog")
 
@@ -63,10 +55,10 @@ log = structlog.get_logger("keypress.calllog")
 class CallLogWriter:
     """Ordered, batched, retrying writer of call rows and call events."""
 
-    def __init__(self, pool: Any, *, batch_size: int = 500, max_backoff: float = 5.0,
+    def __init__(self, store: LogStore, *, batch_size: int = 500, max_backoff: float = 5.0,
                  journal: Journal | None = None, mirror_limit: int = 20_000,
-                 linger: float = 0.002) -> None:
-        self._pool = pool
+                 linger: float = 0.002, on_outbox: Callable[[], None] | None = None) -> None:
+        self._store = store
         self._batch_size = batch_size
         self._linger = linger
         self._max_backoff = max_backoff
@@ -93,7 +85,7 @@ class CallLogWriter:
         self._sources: list[Callable[[], None]] = []
         self._staged_counts: list[Callable[[], int]] = []
         # Called (no arguments, must not block) after a batch with outbox rows commits.
-        self.on_outbox: Callable[[], None] | None = None
+        self.on_outbox = on_outbox
 
     def add_source(self, flush: Callable[[], None], staged: Callable[[], int]) -> None:
         """A source of ops: ``flush`` queues (with :meth:`emit`) what it has staged, and
@@ -312,19 +304,7 @@ class CallLogWriter:
                 log.error("on_outbox hook failed", error=str(exc))
 
     async def _write(self, batch: list[Op]) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            # Consecutive ops of the same statement go in one executemany; order is kept.
-            run_sql: str | None = None
-            run_args: list[tuple[Any, ...]] = []
-            for op in batch:
-                sql, args = row_args(op)
-                if sql is not run_sql and run_args:
-                    await conn.executemany(run_sql, run_args)
-                    run_args = []
-                run_sql = sql
-                run_args.append(args)
-            if run_args and run_sql is not None:
-                await conn.executemany(run_sql, run_args)
+        await self._store.write_ops(batch)
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued op is written; False if ``timeout`` passed first."""

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from keypress_ari.calllog.kinds import EventKind, press_outcome
+
 
 @dataclass(frozen=True, slots=True)
 class CallRow:
@@ -106,6 +108,8 @@ def format_timeline(call: CallRow, events: list[EventRow]) -> str:
             parts.append(f"digit={e.digit}")
         if e.flow:
             parts.append(f"flow={e.flow}")
+        if e.kind == EventKind.KEY_PRESS:
+            parts.append(f"outcome={press_outcome(e.detail)}")
         if detail:
             parts.append(detail)
         lines.append("  ".join(parts))

@@ -1,92 +1,23 @@
-"""The call log's ops: what calls queue (plain dataclasses), the SQL row each becomes, and
-the JSON record each is in the journal and the rejects file. The writer (:mod:`.calllog`)
-and the journal (:mod:`.journal`) move them; nothing here does I/O.
-
-An op is never changed once emitted. The ops built for every key press (``CallEvent``,
-``CallUpdated``) are not declared frozen all the same: a frozen dataclass's ``__init__`` sets
-each field through ``object.__setattr__`` and costs 5x as much (0.2 vs 1.0 us here), three
-times per press."""
+"""The call log's ops as storage sees them: the SQL statement and arguments each op becomes
+(:func:`row_args`), and the JSON record each is in the journal and the rejects file
+(:func:`encode_op`, :func:`decode_op`). No I/O here: the writer runs the SQL."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any
 
 from keypress_ari import jsoncodec
-
-
-@dataclass(frozen=True, slots=True)
-class CallOpened:
-    call_id: str
-    number: str
-    caller_number: str
-    router: str | None
-    channel_id: str
-    stage: str
-    started_at: datetime
-
-
-@dataclass(slots=True)
-class CallEvent:
-    call_id: str
-    seq: int | None  # None: not one of the call's numbered events (e.g. log_rejected)
-    at: datetime
-    leg: str | None
-    kind: str
-    digit: str | None
-    flow: str | None
-    detail: dict[str, Any]
-
-
-@dataclass(slots=True)
-class CallUpdated:
-    """New values for a call row; ``ended_at`` set means the call is closed."""
-
-    call_id: str
-    stage: str
-    tokens: dict[str, str]
-    legs: dict[str, str]
-    disposition: str | None
-    state: dict[str, Any]
-    ended_at: datetime | None = None
-    ended_by: str | None = None
-    end_reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CallerBlocked:
-    """A flow's block_caller action: the number goes on the blocklist."""
-
-    caller_number: str
-    reason: str
-    call_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookQueued:
-    """A rendered webhook to deliver (``webhooks.render.queued_op`` builds one). ``body`` is
-    the exact text that is signed and sent; ``idempotency_key`` a UUID, stable across retries
-    (a batch written twice stores the row once)."""
-
-    call_id: str
-    flow: str | None
-    url: str
-    method: str
-    headers: dict[str, str]
-    body: str
-    idempotency_key: str
-
-
-Op = CallOpened | CallEvent | CallUpdated | CallerBlocked | WebhookQueued
-
-
-class OpSink(Protocol):
-    """What queues ops: the call log writer, or a call context (behind its staged rows)."""
-
-    def emit(self, op: Op) -> None: ...
+from keypress_ari.calllog.ops import (
+    CallerBlocked,
+    CallEvent,
+    CallOpened,
+    CallUpdated,
+    Op,
+    WebhookQueued,
+)
 
 _INSERT_CALL = """
 INSERT INTO calls (id, number, caller_number, router, channel_id, legs, stage, started_at)

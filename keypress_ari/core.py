@@ -1,0 +1,90 @@
+"""The call core, wired once: the ARI client and event stream, the dispatcher and its calls'
+shared context, the call log writer. The daemon (``daemon.py``) and the in-process benchmark
+(``bench/inprocess.py``) both build it here, so what is measured is what runs.
+
+Every hook is passed to a constructor (none is set afterwards): the stream's frame time is
+the dispatcher's arrival clock, its connection state the calls' ``is_connected``, the ARI
+client times each key press's first request, the writer wakes the webhook worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from keypress_ari.ari.client import AriClient
+from keypress_ari.ari.stream import EventStream
+from keypress_ari.calls.blocklist import Blocklist
+from keypress_ari.calls.context import CallContext, CatalogRef
+from keypress_ari.calls.dispatcher import Dispatcher
+from keypress_ari.calls.timing import DtmfLatency
+from keypress_ari.config import CallSettings
+from keypress_ari.metrics import DaemonMetrics
+from keypress_ari.store.journal import Journal
+from keypress_ari.store.log_writer import CallLogWriter
+from keypress_ari.store.port import LogStore
+
+
+@dataclass(frozen=True, slots=True)
+class AriEndpoint:
+    url: str
+    user: str
+    password: str
+    app: str
+    request_timeout: float = 5.0
+    reconnect_max_backoff: float = 5.0
+
+
+@dataclass(slots=True)
+class CallCore:
+    ari: AriClient
+    stream: EventStream
+    dispatcher: Dispatcher
+    ctx: CallContext
+    calllog: CallLogWriter
+
+    def start(self) -> list[asyncio.Task[None]]:
+        """Start the writer and the stream (the stream connects and reconnects by itself)."""
+        return [asyncio.create_task(self.calllog.run(), name="calllog"),
+                asyncio.create_task(self.stream.run(), name="ari-stream")]
+
+
+def build_call_core(
+    endpoint: AriEndpoint,
+    *,
+    store: LogStore,
+    catalog: CatalogRef,
+    settings: CallSettings,
+    metrics: DaemonMetrics,
+    blocklist: Blocklist | None = None,
+    journal: Journal | None = None,
+    on_outbox: Callable[[], None] | None = None,
+    on_connect: Callable[[], Awaitable[None]] | None = None,
+    on_dtmf_latency: Callable[[float], None] | None = None,
+) -> CallCore:
+    """Build (not start) the call core. ``on_dtmf_latency`` gets the seconds from a DTMF
+    event's arrival to the first ARI request it led to (default: the metrics histogram)."""
+    calllog = CallLogWriter(store, batch_size=settings.log_batch_size, journal=journal,
+                            on_outbox=on_outbox)
+    calllog.add_listener(metrics.observe_op)
+    latency = DtmfLatency(on_dtmf_latency or metrics.observe_dtmf_to_ari)
+    ari = AriClient(endpoint.url, endpoint.user, endpoint.password, app=endpoint.app,
+                    timeout=endpoint.request_timeout, on_request=latency.on_request)
+    stream: EventStream | None = None  # bound below; the hooks read it when called
+
+    def connected() -> bool:
+        return stream is not None and stream.connected
+
+    def frame_time() -> float:
+        return stream.frame_received_at if stream is not None else 0.0
+
+    ctx = CallContext(ari, calllog, catalog, settings, app=endpoint.app,
+                      blocklist=blocklist if blocklist is not None else Blocklist(),
+                      is_connected=connected)
+    dispatcher = Dispatcher(ctx, arrival_clock=frame_time)
+    stream = EventStream(endpoint.url, endpoint.user, endpoint.password, apps=endpoint.app,
+                         on_event=dispatcher.on_event, on_connect=on_connect,
+                         backoff_cap=endpoint.reconnect_max_backoff)
+    metrics.set_calls_active(lambda: dispatcher.active_calls)
+    return CallCore(ari, stream, dispatcher, ctx, calllog)

@@ -2,14 +2,14 @@
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-STATE   := $(CURDIR)/.state
 export KEYPRESS_TEST_DSN ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: help system-deps venv asterisk postgres test lint demo bench clean
+.PHONY: help system-deps venv asterisk postgres test unit lint demo bench clean
 
 help:
 	@echo "make demo    set up Asterisk + PostgreSQL, run the daemon, place a demo call"
 	@echo "make test    unit and integration tests (real Asterisk, real PostgreSQL)"
+	@echo "make unit    the unit tests only (~15 s; no Asterisk, no PostgreSQL)"
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   benchmarks: latency, throughput, memory, end to end, SIP load"
 
@@ -32,8 +32,12 @@ postgres: system-deps
 test: venv asterisk postgres
 	$(BIN)/python -m pytest
 
+# Tests that use the asterisk or pg_dsn fixtures carry those markers (tests/conftest.py).
+unit: venv
+	$(BIN)/python -m pytest -m "not asterisk and not pg"
+
 lint: venv
-	$(BIN)/ruff check keypress_ari tests
+	$(BIN)/ruff check keypress_ari tests bench scripts
 	$(BIN)/mypy
 
 demo: venv asterisk postgres
@@ -49,7 +53,7 @@ $(BENCH_VENV)/.installed: bench/requirements.txt pyproject.toml
 	touch $@
 
 bench: system-deps asterisk postgres $(BENCH_VENV)/.installed
-	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
+	$(BENCH_VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -34,9 +34,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-if __name__ == "__main__":  # run as a script (the minimal app's own process)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench import procs
 from bench.ami import AmiClient
 from bench.procs import percentile, stop_process
@@ -47,7 +44,6 @@ from keypress_ari.ari.stream import EventStream
 from tests.support.process import daemon_env, free_port, spawn_daemon, until
 
 MINIMAL_APP = "kp-bench-min"  # its Stasis app (asterisk/etc/extensions.conf, keypress-bench)
-_THIS_FILE = str(Path(__file__).resolve())
 
 E2E_CATALOG = """
 flow_groups:
@@ -120,8 +116,9 @@ async def start_daemon_process(asterisk: Any, ari: AriClient, dsn: str,
 
 async def start_minimal_process(asterisk: Any, ari: AriClient) -> AppProcess:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, _THIS_FILE, "--minimal-app", asterisk.base_url, asterisk.ari_user,
-        asterisk.ari_password, "--loop", procs.EVENT_LOOP, stdin=asyncio.subprocess.DEVNULL)
+        sys.executable, "-m", "bench.e2e", "--minimal-app", asterisk.base_url, asterisk.ari_user,
+        asterisk.ari_password, "--loop", procs.EVENT_LOOP, stdin=asyncio.subprocess.DEVNULL,
+        cwd=procs.ROOT)
     app = AppProcess(proc)
 
     async def registered() -> bool:

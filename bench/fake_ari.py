@@ -22,7 +22,7 @@ is the caller's hangup); the hung-up call is replaced by a new one (churn: live 
 at N). A ``bridged`` press is digit 3 or 4 (alternating per call) on the buyer leg (flows:
 ``mute_consumer``/``unmute_consumer``: the first request is the caller's mute).
 
-Run: ``python bench/fake_ari.py --port 0 --ready-file F`` (the port is written to F). It
+Run: ``python -m bench.fake_ari --port 0 --ready-file F`` (the port is written to F). It
 runs on uvloop so that it is not the limit of the apps it measures.
 ``/ari/api-docs/*`` serves Asterisk's swagger files (for swagger-based ARI libraries) when
 ``--api-docs DIR`` is given.

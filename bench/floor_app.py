@@ -19,7 +19,7 @@ CPU-second bound what any Python design can reach on the machine:
 
 Run by ``bench/run.py`` (``--skip-floor`` leaves it out)::
 
-    python bench/floor_app.py --url http://127.0.0.1:PORT/ [--cpu N] [--max-seconds S]
+    python -m bench.floor_app --url http://127.0.0.1:PORT/ [--cpu N] [--max-seconds S]
 """
 
 from __future__ import annotations
@@ -29,13 +29,9 @@ import base64
 import contextlib
 import itertools
 import os
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.app_main import app_main
 from bench.floor_wire import EventSocket, RestPool

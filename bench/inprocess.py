@@ -37,9 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":  # run as a script (the memory figure's fresh process)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench import procs
 from bench.procs import (
     OPEN_WAVE,
@@ -250,9 +247,10 @@ def measure_memory_in_fresh_process(calls: int, timeout: float = 600.0) -> dict[
     import json
     import subprocess
 
-    out = subprocess.run([sys.executable, str(Path(__file__)), "--memory", str(calls),
+    out = subprocess.run([sys.executable, "-m", "bench.inprocess", "--memory", str(calls),
                           "--loop", procs.EVENT_LOOP],
-                         capture_output=True, text=True, timeout=timeout, check=True)
+                         capture_output=True, text=True, timeout=timeout, check=True,
+                         cwd=procs.ROOT)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -299,7 +297,6 @@ if __name__ == "__main__":
     import argparse
     import json
 
-    sys.path.insert(0, str(BENCH_DIR.parent))
     parser = argparse.ArgumentParser(description="memory per live call, fresh process")
     parser.add_argument("--memory", type=int, required=True, help="live calls")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=procs.EVENT_LOOP)

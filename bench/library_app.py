@@ -10,7 +10,7 @@ daemon (aioari itself awaits each callback before reading the next event).
 Run by ``bench/run.py`` in the bench-only venv (aioari is never a dependency of the
 daemon)::
 
-    bench/.venv/bin/python bench/library_app.py --url http://127.0.0.1:PORT/
+    bench/.venv/bin/python -m bench.library_app --url http://127.0.0.1:PORT/
 
 aioari loads Asterisk's swagger description at start (``/ari/api-docs/resources.json``);
 the fake ARI serves Asterisk 22's files for that. It authenticates with ``?api_key=user:pass``
@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
-import aioari  # type: ignore[import-untyped]
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import aioari
 
 from bench.app_main import app_main
 

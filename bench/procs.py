@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-FAKE_ARI = Path(__file__).resolve().parent / "fake_ari.py"
+ROOT = Path(__file__).resolve().parents[1]  # bench scripts run as `python -m bench.X` here
 OPEN_WAVE = 500  # calls opened at once on the fake (each wave settles first)
 # The event loop every measured program runs on: the daemon's default ([runtime] event_loop),
 # given to the aioari and floor apps too so that ratios compare designs, not loops. Set once
@@ -143,7 +143,7 @@ def pinned(cpu: int) -> Iterator[None]:
 
 
 def _fake_command(ready: Path, cpu: int | None, prompt_ms: float) -> list[str]:
-    cmd = [sys.executable, str(FAKE_ARI), "--port", "0", "--ready-file", str(ready),
+    cmd = [sys.executable, "-m", "bench.fake_ari", "--port", "0", "--ready-file", str(ready),
            "--prompt-ms", str(prompt_ms), "--max-seconds", "3600"]
     if API_DOCS.is_dir():
         cmd += ["--api-docs", str(API_DOCS)]
@@ -179,7 +179,7 @@ async def fake_ari(*, cpu: int | None = 1, prompt_ms: float = 0.0) -> AsyncItera
     with tempfile.TemporaryDirectory(prefix="kp-fake-ari-") as tmp:
         ready = Path(tmp) / "port"
         proc = await asyncio.create_subprocess_exec(*_fake_command(ready, cpu, prompt_ms),
-                                                    stdin=asyncio.subprocess.DEVNULL)
+                                                    stdin=asyncio.subprocess.DEVNULL, cwd=ROOT)
         try:
             deadline = time.monotonic() + 20
             port = _read_port(ready)

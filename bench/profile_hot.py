@@ -1,6 +1,6 @@
 """Profile the key press hot path (cProfile) under a steady load of live-call presses.
 
-    bench/.venv/bin/python bench/profile_hot.py [--rate 1500] [--seconds 4] [--out F.pstats]
+    bench/.venv/bin/python -m bench.profile_hot [--rate 1500] [--seconds 4] [--out F.pstats]
 
 Bridged calls against the fake ARI (see ``bench/inprocess.py``); only the press phase is
 profiled (not the call set-up). Prints the top functions by own time and by cumulative
@@ -14,10 +14,7 @@ import asyncio
 import cProfile
 import io
 import pstats
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.inprocess import start_daemon
 from bench.procs import fake_ari, pin_cpu

@@ -1,23 +1,19 @@
 """The daemon's throughput ramp alone (the figure ``run.py`` reports, without the rest).
 
-    bench/.venv/bin/python bench/ramp.py [--rates 1000,2000,4000] [--calls 2000]
+    bench/.venv/bin/python -m bench.ramp [--rates 1000,2000,4000] [--calls 2000]
                                          [--seconds 3] [--loop uvloop|asyncio]
 
 Bridged calls against the fake ARI (``inprocess.py``), this process on CPU 0 and the fake on
 CPU 1; each step prints the presses handled, the wire p99 and the presses per CPU-second of
 this process. No latency limit: the ramp goes on until presses are lost or the offered rate
 is not kept. For before/after comparisons of a change on the key press path
-(``results/profile.md``).
+(``bench/profile-history.md``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import inprocess, procs
 from keypress_ari.cli import loop_factory

@@ -1,10 +1,12 @@
 """``make bench``: every benchmark figure side by side in one run; a table, JSON and PNGs.
 
-    bench/.venv/bin/python bench/run.py [--quick] [--skip-library] [--skip-floor] [--skip-e2e]
+    bench/.venv/bin/python -m bench.run [--quick] [--skip-library] [--skip-floor] [--skip-e2e]
                                         [--skip-sip] [--out bench/results]
 
-Writes ``OUT/bench.json`` (every figure, with the machine, the versions and this command),
-``OUT/table.md`` (the table printed at the end) and the plots ``OUT/*.png``. A benchmark
+Writes ``OUT/table.md`` (the table printed at the end), ``OUT/summary.json`` (the headline
+figures with their goals and ratios, the machine, the versions and this command) and the
+plots ``OUT/*.png``, all committed; and ``OUT/raw/bench.json`` (every figure and raw sample,
+git-ignored). A benchmark
 never fails a build: goals missed are reported, not raised. See ``bench/README.md``.
 """
 
@@ -28,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from bench import inprocess, procs, throughput  # noqa: E402
 
@@ -80,12 +81,13 @@ async def run_app(script: str, name: str, *, bridged_calls: int, rates: list[flo
     """The throughput ramp through ``bench/<script>`` in its own process (CPU 0, the fake
     ARI on CPU 1), as the daemon's; ``name`` labels it in the result and errors."""
     async with procs.fake_ari(cpu=1) as fake:
-        cmd = [sys.executable, str(ROOT / "bench" / script),
+        cmd = [sys.executable, "-m", f"bench.{script.removesuffix('.py')}",
                "--url", f"http://127.0.0.1:{fake.port}/", "--max-seconds", "1800"]
         cmd += ["--loop", procs.EVENT_LOOP]
         if (os.cpu_count() or 1) > 1:
             cmd += ["--cpu", "0"]
-        proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
+                                                    cwd=ROOT)
         try:
             deadline = time.monotonic() + 20
             while (await fake.control("stats"))["sockets"] < 1:  # bounded by the deadline
@@ -165,6 +167,39 @@ def e2e_interval(daemon: dict[str, Any], minimal: dict[str, Any],
     """The bootstrap interval of the daemon / minimal app ratio at percentile ``q``."""
     return procs.ratio_interval(daemon.get("samples_ms") or [],
                                 minimal.get("samples_ms") or [], q)
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The figures the goals are about, with their ratios: small enough to commit and diff."""
+    out: dict[str, Any] = {k: result.get(k) for k in ("command", "started_at", "machine",
+                                                        "seconds")}
+    ip = result.get("inprocess") or {}
+    out["dtmf_to_request_ms"] = [
+        {"live_calls": r["live_calls"], "p50": r["daemon"]["p50_ms"],
+         "p99": r["daemon"]["p99_ms"], "max": r["daemon"]["max_ms"],
+         "wire_p99": r["wire"]["p99_ms"]} for r in ip.get("latency", [])]
+    mem = result.get("memory") or {}
+    out["bytes_per_live_call"] = mem.get("rss_per_call_bytes")
+    tp = ip.get("throughput") or {}
+    lib = (result.get("library") or {}).get("throughput") or {}
+    floor = (result.get("floor") or {}).get("throughput") or {}
+    if tp:
+        cpu = best_cpu_rate(tp["steps"])
+        out["presses_per_s"] = {"sustained": tp["sustained_per_s"], "per_cpu_second": cpu}
+        for name, other in (("aioari_app", lib), ("floor", floor)):
+            if other:
+                other_cpu = best_cpu_rate(other["steps"])
+                out["presses_per_s"][f"vs_{name}_per_cpu_second"] = (
+                    cpu / other_cpu if other_cpu else None)
+    variants = (result.get("e2e") or {}).get("variants") or {}
+    out["end_to_end_ms"] = {name: {"p50": v["p50_ms"], "p99": v["p99_ms"], "n": v["n"]}
+                            for name, v in variants.items()}
+    if "daemon" in variants and "minimal ARI app" in variants:
+        d, m = variants["daemon"], variants["minimal ARI app"]
+        out["end_to_end_ms"]["ratio_daemon_vs_minimal"] = {
+            "p50": d["p50_ms"] / m["p50_ms"], "p99": d["p99_ms"] / m["p99_ms"]}
+    out["goals"] = GOALS
+    return out
 
 
 def table(result: dict[str, Any]) -> str:
@@ -300,7 +335,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
     log = print
     result: dict[str, Any] = {
-        "command": "bench/.venv/bin/python bench/run.py " + shlex.join(sys.argv[1:]),
+        "command": "bench/.venv/bin/python -m bench.run " + shlex.join(sys.argv[1:]),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "settings": {},
@@ -395,7 +430,11 @@ def main() -> None:
         result = runner.run(main_async(args))
     args.out.mkdir(parents=True, exist_ok=True)
     text = table(result)
-    (args.out / "bench.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (args.out / "raw").mkdir(exist_ok=True)
+    (args.out / "raw" / "bench.json").write_text(json.dumps(result, indent=1, default=str)
+                                                  + "\n")
+    (args.out / "summary.json").write_text(json.dumps(headline(result), indent=1,
+                                                      default=str) + "\n")
     (args.out / "table.md").write_text(text + "\n")
     try:
         from bench.plots import draw_all

@@ -141,7 +141,7 @@ async def test_asterisk_restart(pg_dsn: str, db: Any) -> None:
     first = AsteriskServer.on_free_ports()
     await first.start()
     kp = await start_daemon(first, pg_dsn)
-    ports = {"http_port": first.http_port, "ami_port": first.ami_port,
+    ports: dict[str, int] = {"http_port": first.http_port, "ami_port": first.ami_port,
              "sip_port": first.sip_port, "rtp_start": first.rtp_start,
              "rtp_end": first.rtp_end}
     second: AsteriskServer | None = None
@@ -155,7 +155,7 @@ async def test_asterisk_restart(pg_dsn: str, db: Any) -> None:
         assert first.pid is not None
         os.kill(first.pid, signal.SIGKILL)  # a crash: no StasisEnd, nothing said
         await first.stop()
-        second = AsteriskServer(**ports)
+        second = AsteriskServer(**ports)  # type: ignore[arg-type]  # ints, by name
         await second.start()
         await kp.daemon.wait_resyncs(2, 20)
         ended = await kp.watch.event(call_id, "call_ended")

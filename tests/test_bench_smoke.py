@@ -6,6 +6,7 @@ and well formed, never a timing goal. The fake ARI runs as a subprocess on 127.0
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -16,7 +17,7 @@ import structlog
 
 from bench import inprocess
 from bench.procs import percentile, pinned, ratio_interval
-from bench.run import run_floor, table
+from bench.run import headline, run_floor, table
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +70,11 @@ async def test_inprocess_benchmarks_produce_well_formed_figures() -> None:
 
     rendered = render_table({"inprocess": result})
     assert "DTMF frame -> first REST request, 10 live calls" in rendered
+    summary = headline({"inprocess": result})  # the committed summary.json: no raw samples
+    assert [row["live_calls"] for row in summary["dtmf_to_request_ms"]] == [
+        row["live_calls"] for row in result["latency"]]
+    assert summary["presses_per_s"]["sustained"] == throughput["sustained_per_s"]
+    assert "samples" not in json.dumps(summary) and len(json.dumps(summary)) < 4000
 
 
 async def test_floor_app_runs_the_throughput_ramp() -> None:
@@ -112,6 +118,8 @@ def test_the_e2e_row_gives_the_ratio_with_its_interval() -> None:
     text = render_table({"e2e": {"variants": variants, "asterisk_version": "22.10.1"}})
     row = next(line for line in text.splitlines() if "daemon / minimal ARI app" in line)
     assert "p50 1.50x (" in row and "**not met**" in row
+    ratio = headline({"e2e": {"variants": variants}})["end_to_end_ms"]["ratio_daemon_vs_minimal"]
+    assert abs(ratio["p50"] - 1.5) < 1e-9 and abs(ratio["p99"] - 1.5) < 1e-9
 
 
 def test_pinned_gives_the_cpus_back() -> None:

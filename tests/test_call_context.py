@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 
 from keypress_ari.ari.client import AriClient
+from keypress_ari.calllog.kinds import EventKind
 from keypress_ari.calllog.ops import CallEvent, CallUpdated, Op, WebhookQueued
 from keypress_ari.calls.context import CallContext, CatalogRef
 from keypress_ari.calls.state import CallState, Stage
@@ -33,9 +34,9 @@ def test_rows_wait_for_the_writer_and_keep_their_order_and_time() -> None:
     ctx, seen = context()
     st = CallState(call_id="c-1", channel_id="ch-1")
     before = time.time()
-    ctx.record(st, "key_press", digit="1", matched=True)
+    ctx.record(st, EventKind.KEY_PRESS, digit="1", matched=True)
     after = time.time()
-    ctx.record(st, "disposition", disposition="sale")
+    ctx.record(st, EventKind.DISPOSITION, disposition="sale")
     assert seen == [] and st.seq == 0  # staged: nothing built yet
     assert ctx.calllog.backlog == 2  # but counted: a backlog of 0 means nothing in memory
     ctx.calllog._pull()  # what the writer does before each batch
@@ -51,10 +52,10 @@ def test_other_ops_go_right_behind_the_rows_recorded_before_them() -> None:
     """A webhook commits with the key press row queued right before it."""
     ctx, seen = context()
     st = CallState(call_id="c-2", channel_id="ch-2")
-    ctx.record(st, "key_press", digit="5")
+    ctx.record(st, EventKind.KEY_PRESS, digit="5")
     hook = webhook(st.call_id)
     ctx.emit(hook)
-    ctx.record(st, "webhook_queued")
+    ctx.record(st, EventKind.WEBHOOK_QUEUED)
     ctx.flush()
     assert [getattr(op, "kind", type(op).__name__) for op in seen] == [
         "key_press", "WebhookQueued", "webhook_queued"]
@@ -66,7 +67,7 @@ def test_a_call_persisted_twice_is_snapshot_once_after_its_rows() -> None:
     st = CallState(call_id="c-3", channel_id="ch-3")
     st.move(Stage.BRIDGED)
     ctx.persist(st)
-    ctx.record(st, "call_control_action", action="mute_consumer")
+    ctx.record(st, EventKind.CALL_CONTROL_ACTION, action="mute_consumer")
     st.consumer_muted = True
     ctx.persist(st)
     assert not st.dirty

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from keypress_ari.calls.buyer_choice import BuyerLoad, Skipped, next_buyer
+from keypress_ari.flows.model import Router
 from keypress_ari.flows.yamlio import load_catalog_yaml
 
 CATALOG = load_catalog_yaml("""
@@ -18,24 +19,29 @@ ROUTER = CATALOG.router("r")
 assert ROUTER is not None
 
 
+def router() -> Router:
+    assert ROUTER is not None
+    return ROUTER
+
+
 def test_first_buyer_in_priority_order() -> None:
-    buyer, skipped = next_buyer(ROUTER, CATALOG, tried=[], live={})
+    buyer, skipped = next_buyer(router(), CATALOG, tried=[], live={})
     assert buyer is not None and buyer.name == "a" and skipped == []
 
 
 def test_tried_disabled_and_full_buyers_are_skipped_with_reasons() -> None:
-    buyer, skipped = next_buyer(ROUTER, CATALOG, tried=["a"], live={"c": 2})
+    buyer, skipped = next_buyer(router(), CATALOG, tried=["a"], live={"c": 2})
     assert buyer is not None and buyer.name == "d"
     assert skipped == [Skipped("b", "disabled"), Skipped("c", "at max_concurrency 2")]
 
 
 def test_below_max_concurrency_is_available() -> None:
-    buyer, _ = next_buyer(ROUTER, CATALOG, tried=["a"], live={"c": 1})
+    buyer, _ = next_buyer(router(), CATALOG, tried=["a"], live={"c": 1})
     assert buyer is not None and buyer.name == "c"
 
 
 def test_nobody_left() -> None:
-    buyer, skipped = next_buyer(ROUTER, CATALOG, tried=["a", "c", "d"], live={})
+    buyer, skipped = next_buyer(router(), CATALOG, tried=["a", "c", "d"], live={})
     assert buyer is None and skipped == [Skipped("b", "disabled")]
 
 

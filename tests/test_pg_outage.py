@@ -128,7 +128,7 @@ async def outage(kp: RunningDaemon, proxy: TcpProxy, call: Any, call_id: str) ->
     for n, digit in enumerate(pressed, 1):
         await call.press(digit, duration_ms=60, between_ms=0)
         press = await kp.watch.wait_for(
-            lambda o, n=n: isinstance(o, CallEvent) and o.call_id == call_id
+            lambda o, n=n: isinstance(o, CallEvent) and o.call_id == call_id  # type: ignore[misc]
             and o.kind == "key_press"
             and sum(e.kind == "key_press" for e in kp.watch.events(call_id)) >= n)
         assert isinstance(press, CallEvent)
@@ -224,8 +224,8 @@ async def test_ops_journaled_by_a_stopped_daemon_are_written_by_the_next(
     assert await kp.daemon.calllog.flush(15)
     rows = await stored_events(db, call_id)
     assert_complete(rows, pressed)
-    journaled = max(op.seq for op in left if isinstance(op, CallEvent))
-    later = [r["kind"] for r in rows if r["seq"] > journaled]
+    last_journaled = max(op.seq or 0 for op in left if isinstance(op, CallEvent))
+    later = [r["kind"] for r in rows if r["seq"] > last_journaled]
     assert later[0] == "adopted" and later[-1] == "call_ended"
     assert await db.fetchval("SELECT ended_at IS NOT NULL FROM calls WHERE id = $1::uuid",
                              call_id)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from keypress_ari.calllog.ops import CallEvent
 from tests.support.daemon import RunningDaemon
 from tests.support.sipp import sipp_buyer, sipp_caller
 
@@ -41,7 +42,8 @@ async def test_sip_caller_and_sip_buyer_press_keys(daemon: RunningDaemon, asteri
             sipp_caller(asterisk, "18005550100", "1", delay_ms=800) as caller:
         started = await daemon.watch.wait_for(
             lambda op: getattr(op, "kind", None) == "call_started", timeout=15)
-        call_id = started.call_id  # type: ignore[union-attr]
+        assert isinstance(started, CallEvent) and started.call_id is not None
+        call_id = started.call_id
         await daemon.watch.event(call_id, "bridged", buyer="acme", timeout=20)
         await daemon.watch.event(call_id, "call_ended", timeout=20)
         await asyncio.gather(caller.wait_success(20), buyer.wait_success(20))

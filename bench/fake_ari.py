@@ -155,16 +155,19 @@ class FakeAri:
 
     # --- the calls -------------------------------------------------------------------------
 
-    async def open_call(self, kind: str) -> Call:
+    async def open_call(self, kind: str, *, number: str | None = None,
+                        args: list[str] | None = None) -> Call:
+        """A caller enters the app (``StasisStart``) on ``number`` (default: the kind's)
+        with Stasis ``args`` (``k=v`` tokens)."""
         n = next(self.ids)
         key = f"bench-{os.getpid()}-{n}"
-        number = PROMPT_NUMBER if kind == "prompt" else BRIDGED_NUMBER
+        number = number or (PROMPT_NUMBER if kind == "prompt" else BRIDGED_NUMBER)
         call = Call(key, kind, number, caller=f"555{n:07d}")
         self.calls[key] = call
         self.channel_call[key] = key
         await self.send({
             "type": "StasisStart",
-            "args": [],
+            "args": list(args or []),
             "channel": channel_json(key, f"PJSIP/caller-{n:08x}", number, call.caller),
         })
         return call
@@ -382,6 +385,14 @@ class FakeAri:
         if len(run.latencies) >= sent:
             run.done.set()
         return sent
+
+    async def press(self, channel_id: str, digit: str, duration_ms: int = 100) -> float:
+        """A ``ChannelDtmfReceived`` on one channel of a call (caller or buyer leg)."""
+        call = self._call_for(channel_id)
+        number, caller = (call.number, call.caller) if call is not None else ("", "")
+        chan = channel_json(channel_id, f"PJSIP/x-{channel_id}", number, caller, state="Up")
+        return await self.send({"type": "ChannelDtmfReceived", "digit": digit,
+                                "duration_ms": duration_ms, "channel": chan})
 
     async def _press(self, run: PressRun, call: Call) -> None:
         if call.kind == "prompt":

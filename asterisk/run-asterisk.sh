@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start Asterisk in the foreground with the project's configuration.
 #
-#   asterisk/run-asterisk.sh RUNDIR [--http-port N] [--ami-port N] [--sip-port N]
+#   asterisk/run-asterisk.sh RUNDIR [--http-port N] [--ami-port N] [--sip-port N] [--agi-port N]
 #                                   [--rtp-start N --rtp-end N] [--http-bind ADDR]
 #
 # Renders asterisk/etc/*.conf into RUNDIR/etc (ports and directories substituted), creates
@@ -31,7 +31,7 @@ ROOT="${KEYPRESS_ASTERISK_ROOT:-/var/cache/keypress-ari/asterisk-sid}"
 case "$1" in -*) die "the first argument must be RUNDIR, got '$1'";; esac
 RUNDIR="$1"; shift
 
-HTTP_PORT=8088 AMI_PORT=5038 SIP_PORT=5060 RTP_START=10000 RTP_END=10999
+HTTP_PORT=8088 AMI_PORT=5038 SIP_PORT=5060 AGI_PORT=4573 RTP_START=10000 RTP_END=10999
 HTTP_BIND="${KEYPRESS_ASTERISK_HTTP_BIND:-127.0.0.1}"
 while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || die "option $1 needs a value"
@@ -39,6 +39,7 @@ while [ $# -gt 0 ]; do
         --http-port) HTTP_PORT="$2" ;;
         --ami-port) AMI_PORT="$2" ;;
         --sip-port) SIP_PORT="$2" ;;
+        --agi-port) AGI_PORT="$2" ;;
         --rtp-start) RTP_START="$2" ;;
         --rtp-end) RTP_END="$2" ;;
         --http-bind) HTTP_BIND="$2" ;;
@@ -46,7 +47,7 @@ while [ $# -gt 0 ]; do
     esac
     shift 2
 done
-for value in "$HTTP_PORT" "$AMI_PORT" "$SIP_PORT" "$RTP_START" "$RTP_END"; do
+for value in "$HTTP_PORT" "$AMI_PORT" "$SIP_PORT" "$AGI_PORT" "$RTP_START" "$RTP_END"; do
     case "$value" in ''|*[!0-9]*) die "ports must be numbers, got '$value'";; esac
     [ "$value" -ge 1 ] && [ "$value" -le 65535 ] || die "port out of range: $value"
 done
@@ -87,7 +88,7 @@ mkdir -p "$RUNDIR"/etc "$RUNDIR"/run "$RUNDIR"/log "$RUNDIR"/spool/recording \
 for src in "$CONF_SRC"/*.conf; do
     sed -e "s|@RUNDIR@|$RUNDIR|g" -e "s|@DATADIR@|$DATADIR|g" -e "s|@MODDIR@|$MODDIR|g" \
         -e "s|@HTTP_PORT@|$HTTP_PORT|g" -e "s|@AMI_PORT@|$AMI_PORT|g" \
-        -e "s|@SIP_PORT@|$SIP_PORT|g" -e "s|@RTP_START@|$RTP_START|g" \
+        -e "s|@SIP_PORT@|$SIP_PORT|g" -e "s|@AGI_PORT@|$AGI_PORT|g" -e "s|@RTP_START@|$RTP_START|g" \
         -e "s|@RTP_END@|$RTP_END|g" "$src" >"$RUNDIR/etc/$(basename "$src")"
 done
 if grep -l '@[A-Z_]*@' "$RUNDIR"/etc/*.conf >/dev/null 2>&1; then

@@ -46,6 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("--limit", type=int, default=20)
     cli_admin.add_list_filters(lst)
     cli_admin.add_parsers(sub)
+    ast = sub.add_parser("asterisk", help="what to add to Asterisk").add_subparsers(
+        dest="action", required=True)
+    feats = ast.add_parser("features", help="features.conf applicationmap entries and the "
+                                            "dialplan lines for the fastagi mode")
+    feats.add_argument("--file", type=Path,
+                       help="read the catalog from this YAML file instead of the database")
+    feats.add_argument("--host", help="the FastAGI address Asterisk connects to "
+                                      "(default [agi] host)")
+    feats.add_argument("--port", type=int, help="default [agi] port")
+    feats.add_argument("--moh", help="music on hold class the other party hears while the "
+                                     "key's AGI runs (default: silence)")
     return p
 
 
@@ -94,6 +105,20 @@ def _show(call_id: str) -> Callable[[Any], Awaitable[int]]:
     return work
 
 
+def _print_features(args: argparse.Namespace, settings: Settings, catalog: Any) -> int:
+    from keypress_ari.features import render
+
+    sys.stdout.write(render(catalog, host=args.host or settings.agi.host,
+                            port=args.port or settings.agi.port, moh_class=args.moh))
+    return 0
+
+
+def _features(args: argparse.Namespace, settings: Settings) -> Callable[[Any], Awaitable[int]]:
+    async def work(conn: Any) -> int:
+        return _print_features(args, settings, await catalog_store.load_catalog(conn))
+    return work
+
+
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     """The event loop the daemon runs on (``[runtime] event_loop``)."""
     if name == "uvloop":
@@ -115,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
                 runner.run(run_daemon(settings))
             return 0
         work: Callable[[Any], Awaitable[int]]
-        if args.command == "db":
+        if args.command == "asterisk" and args.file is not None:
+            text = args.file.read_text("utf-8")
+            return _print_features(args, settings, load_catalog_yaml(text, str(args.file)))
+        if args.command == "asterisk":
+            work = _features(args, settings)
+        elif args.command == "db":
             work = _migrate
         elif args.command == "flows":
             work = _import(args.file) if args.action == "import" else _export

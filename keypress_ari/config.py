@@ -94,6 +94,22 @@ class JournalSettings(_Section):
         return self.state_dir / "journal"
 
 
+class AgiSettings(_Section):
+    """The FastAGI server of the fastagi call mode (``Dial()`` calls whose keys run
+    ``AGI(agi://HOST:PORT/keypress?digit=D)`` from a features applicationmap). Off unless
+    enabled; binds 127.0.0.1 unless told otherwise."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(4573, ge=0, le=65535)
+    header_timeout: float = Field(5.0, gt=0, le=60)    # the request's lines, from connect
+    command_timeout: float = Field(5.0, gt=0, le=60)   # each command's answer
+    session_timeout: float = Field(60.0, gt=0, le=3600)  # one press's whole session
+    max_sessions: int = Field(256, ge=1, le=100_000)   # at once; more are closed at once
+    sweep_interval: float = Field(30.0, gt=0, le=3600)  # closing calls whose channels left
+    idle_close: float = Field(4 * 3600.0, gt=0)        # a call with no press for this long
+
+
 class RuntimeSettings(_Section):
     # uvloop: about 15-20 % more key presses per CPU-second and shorter latency tails under
     # load than asyncio's own loop (bench/results/profile.md); "asyncio" is the fallback.
@@ -111,6 +127,7 @@ class Settings(BaseSettings):
     calls: CallSettings = CallSettings()
     webhooks: WebhookSettings = WebhookSettings()
     admin: AdminSettings = AdminSettings()
+    agi: AgiSettings = AgiSettings()
     journal: JournalSettings = JournalSettings()
     runtime: RuntimeSettings = RuntimeSettings()
 

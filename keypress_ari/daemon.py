@@ -17,8 +17,10 @@ from typing import Any
 
 import structlog
 
+from keypress_ari.agi.server import AgiServer
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.stream import EventStream
+from keypress_ari.calls.agi_mode import AgiCalls
 from keypress_ari.calls.blocklist import Blocklist
 from keypress_ari.calls.context import CatalogRef
 from keypress_ari.calls.dispatcher import Dispatcher
@@ -76,6 +78,8 @@ class Daemon:
         self.blocklist = Blocklist()
         self.metrics = DaemonMetrics()
         self.admin: AdminServer | None = None
+        self.agi: AgiServer | None = None       # the fastagi mode's server, when enabled
+        self.agi_calls: AgiCalls | None = None
         self.webhooks: WebhookWorker | None = None
         self._webhooks_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -125,11 +129,28 @@ class Daemon:
                                          rejected=lambda: calllog.rejected)
         self._webhooks_task = asyncio.create_task(webhooks.run(), name="webhooks")
         self._tasks.extend(core.start())
+        await self._start_agi(core)
         await self._start_admin()
         settle_heap()
         log.info("daemon started", app=a.app, ari=a.url,
                  flow_groups=len(self.catalog.current.flow_groups),
                  numbers=len(self.catalog.current.numbers))
+
+    async def _start_agi(self, core: CallCore) -> None:
+        """The fastagi call mode: its calls share the Stasis mode's context and call log."""
+        g = self.settings.agi
+        if not g.enabled:
+            return
+        assert self.store is not None
+        calls = self.agi_calls = AgiCalls(core.ctx, idle_close=g.idle_close)
+        adopted = await calls.adopt(self.store)
+        self.agi = AgiServer(calls.handle, host=g.host, port=g.port,
+                             header_timeout=g.header_timeout, command_timeout=g.command_timeout,
+                             session_timeout=g.session_timeout, max_sessions=g.max_sessions)
+        await self.agi.start()
+        self._tasks.append(asyncio.create_task(calls.run_sweeper(g.sweep_interval),
+                                               name="agi-sweep"))
+        log.info("fastagi mode on", host=g.host, port=self.agi.port, adopted=adopted)
 
     async def _start_admin(self) -> None:
         admin = self.settings.admin
@@ -239,6 +260,8 @@ class Daemon:
         """Stop taking calls, finish handling what arrived, flush the call log, close."""
         if self.admin is not None:
             await self.admin.stop()
+        if self.agi is not None:
+            await self.agi.close()  # a press being handled is cut: its rows are staged
         if self.dispatcher is not None:
             self.dispatcher.accepting = False
         if self.stream is not None:

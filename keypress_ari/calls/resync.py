@@ -128,6 +128,8 @@ async def adopt_open_calls(dispatcher: Any, store: CallStore) -> int:
     adopted = 0
     for row in await store.open_calls():
         state = CallState.from_snapshot(row.state)
+        if state.mode != "stasis":
+            continue  # another call mode's (calls.agi_mode adopts its own)
         # Rows after the last persisted snapshot may exist: continue after the highest seq.
         state.seq = max(state.seq, row.last_seq)
         dispatcher.adopt(state)

@@ -62,6 +62,8 @@ class CallState:
     consumer_held: bool = False
     final_playback_id: str | None = None   # the no-buyer prompt, after which the call ends
     seq: int = 0                           # last call log sequence number used
+    mode: str = "stasis"                   # how the call reached us: stasis | fastagi
+    linkedid: str | None = None            # Asterisk's linkedid (the fastagi mode's key)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # never changes
     dirty: bool = False
     # started_at in ISO 8601, made once: a third of a snapshot's cost otherwise.
@@ -112,6 +114,8 @@ class CallState:
             "consumer_held": self.consumer_held,
             "final_playback_id": self.final_playback_id,
             "seq": self.seq,
+            "mode": self.mode,
+            "linkedid": self.linkedid,
             "started_at": started,
         }
 
@@ -144,6 +148,8 @@ class CallState:
             consumer_held=bool(snap.get("consumer_held", False)),
             final_playback_id=snap.get("final_playback_id"),
             seq=int(snap.get("seq", 0)),
+            mode=snap.get("mode", "stasis"),
+            linkedid=snap.get("linkedid"),
             started_at=datetime.fromisoformat(snap["started_at"]),
         )
 

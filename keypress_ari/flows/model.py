@@ -37,6 +37,7 @@ from keypress_ari.flows.actions import FlowAction as FlowAction
 from keypress_ari.flows.actions import Webhook as Webhook
 from keypress_ari.flows.actions import template_tokens
 from keypress_ari.flows.errors import CatalogProblem, Loc, format_loc
+from keypress_ari.flows.modes import MODES, Mode, check_assignments, check_group_modes
 from keypress_ari.flows.syntax import (
     KEYS,
     NO_KEY_PRESS,
@@ -186,6 +187,7 @@ class FlowGroup(_Frozen):
     redirect_no_key_press: bool = True
     max_attempts: int = Field(default=3, ge=1, le=20)
     pass_through_digits: bool = False
+    modes: tuple[Mode, ...] = ("stasis",)  # how its calls reach us (flows.modes)
     flows: tuple[Flow, ...]
 
     _by_key: dict[str, tuple[tuple[int, Flow], ...]] = PrivateAttr(default_factory=dict)
@@ -216,7 +218,11 @@ class FlowGroup(_Frozen):
             labels.append(flow.label_for(len(same_key)))
         self._by_key = {k: tuple(v) for k, v in by_key.items()}
         self._labels = tuple(labels)
+        if not self.modes or len(set(self.modes)) != len(self.modes):
+            raise problem(("modes",), f"list each mode once, at least one of {', '.join(MODES)}")
+        check_group_modes(self, None, problem)
         return self
+
 
     def flows_for(self, key: str) -> tuple[tuple[int, Flow], ...]:
         """``(position, flow)`` pairs for ``key`` in file order (empty when none)."""
@@ -324,6 +330,7 @@ class Catalog(_Frozen):
             for loc, what, name in self.references():
                 if name not in self._by_kind[what]:
                     raise CatalogProblem(loc, format_loc(loc, self), f"unknown {what} {name!r}")
+            check_assignments(self, self._by_kind["flow group"])
         return self
 
     def references(self) -> Iterator[tuple[Loc, str, str]]:

@@ -29,7 +29,7 @@ NOTIFY_CHANNEL = "keypress_catalog"
 IMPORT_LOCK_ID = 0x6B657963  # "keyc": serialises imports (transaction-scoped advisory lock)
 
 _SELECT_GROUPS = """
-SELECT id, name, redirect_no_key_press, max_attempts, pass_through_digits
+SELECT id, name, redirect_no_key_press, max_attempts, pass_through_digits, modes
 FROM flow_groups ORDER BY id"""
 _SELECT_FLOWS = """
 SELECT flow_group_id, name, key, filters::text AS filters, extra_tokens::text AS extra_tokens,
@@ -54,12 +54,13 @@ LEFT JOIN flow_groups g ON g.id = n.flow_group_id ORDER BY n.id"""
 
 _GROUP_ID = "(SELECT id FROM flow_groups WHERE name = {})"
 _UPSERT_GROUP = """
-INSERT INTO flow_groups (name, redirect_no_key_press, max_attempts, pass_through_digits)
-VALUES ($1, $2, $3, $4)
+INSERT INTO flow_groups (name, redirect_no_key_press, max_attempts, pass_through_digits, modes)
+VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (name) DO UPDATE SET
     redirect_no_key_press = EXCLUDED.redirect_no_key_press,
     max_attempts = EXCLUDED.max_attempts,
     pass_through_digits = EXCLUDED.pass_through_digits,
+    modes = EXCLUDED.modes,
     updated_at = now()
 RETURNING id"""
 _DELETE_FLOWS = "DELETE FROM flows WHERE flow_group_id = $1"
@@ -260,6 +261,7 @@ async def import_catalog(
                 group.redirect_no_key_press,
                 group.max_attempts,
                 group.pass_through_digits,
+                list(group.modes),
             )
             await _write_flows(conn, group_id, group.flows)
             flows_written += len(group.flows)

@@ -53,9 +53,11 @@ class AsteriskServer:
         sip_port: int = 15060,
         rtp_start: int = 11000,
         rtp_end: int = 11999,
+        agi_port: int = 14573,
         rundir: Path | None = None,
     ) -> None:
         self.http_port = http_port
+        self.agi_port = agi_port  # where features.conf's applicationmap sends FastAGI
         self.ami_port = ami_port
         self.sip_port = sip_port
         self.rtp_start = rtp_start
@@ -100,7 +102,8 @@ class AsteriskServer:
         problems: list[str] = []
         for k in range(max_slots):
             server = cls(http_port=18088 + k, ami_port=15038 + k, sip_port=15060 + 2 * k,
-                         rtp_start=20000 + 1000 * k, rtp_end=20999 + 1000 * k)
+                         rtp_start=20000 + 1000 * k, rtp_end=20999 + 1000 * k,
+                         agi_port=14573 + k)
             try:
                 server._check_ports_free()
             except AsteriskStartError as exc:
@@ -121,6 +124,7 @@ class AsteriskServer:
             (socket.SOCK_STREAM, self.http_port),
             (socket.SOCK_STREAM, self.ami_port),
             (socket.SOCK_DGRAM, self.sip_port),
+            (socket.SOCK_STREAM, self.agi_port),
         ):
             with socket.socket(socket.AF_INET, kind) as probe:
                 # As Asterisk does: TIME_WAIT leftovers of the last run are no obstacle.
@@ -138,6 +142,7 @@ class AsteriskServer:
             str(RUN_SCRIPT),
             str(self.rundir),
             "--http-port", str(self.http_port),
+            "--agi-port", str(self.agi_port),
             "--ami-port", str(self.ami_port),
             "--sip-port", str(self.sip_port),
             "--rtp-start", str(self.rtp_start),

@@ -16,6 +16,7 @@ import pytest
 from keypress_ari.calllog.ops import CallEvent, CallOpened, Op
 from keypress_ari.config import (
     AdminSettings,
+    AgiSettings,
     AriSettings,
     CallSettings,
     DatabaseSettings,
@@ -110,7 +111,7 @@ ADMIN_TOKEN = "test-admin-token"
 
 def daemon_settings(asterisk: Any, dsn: str, *, admin: bool = False,
                     state_dir: Path | None = None, journal_max_bytes: int | None = None,
-                    **calls: Any) -> Settings:
+                    agi: bool = False, **calls: Any) -> Settings:
     journal = JournalSettings() if state_dir is None else JournalSettings(state_dir=state_dir)
     if journal_max_bytes is not None:
         journal = journal.model_copy(update={"max_bytes": journal_max_bytes})
@@ -121,6 +122,8 @@ def daemon_settings(asterisk: Any, dsn: str, *, admin: bool = False,
         calls=CallSettings(**calls),
         admin=AdminSettings(port=0, token=ADMIN_TOKEN if admin else ""),
         journal=journal,
+        # the fastagi mode, on the port the test Asterisk's applicationmap sends to
+        agi=AgiSettings(enabled=agi, port=asterisk.agi_port),
     )
 
 
@@ -137,11 +140,11 @@ async def daemon_factory(asterisk: Any, pg_dsn: str, db: Any, tmp_path: Path) ->
 
     async def start(*, admin: bool = False, dsn: str | None = None,
                     state_dir: Path | None = None, journal_max_bytes: int | None = None,
-                    **calls: Any) -> RunningDaemon:
+                    agi: bool = False, **calls: Any) -> RunningDaemon:
         if state_dir is None:
             state_dir = tmp_path / f"daemon-state-{len(started) + 1}"
         d = Daemon(daemon_settings(asterisk, dsn or pg_dsn, admin=admin, state_dir=state_dir,
-                                   journal_max_bytes=journal_max_bytes, **calls))
+                                   journal_max_bytes=journal_max_bytes, agi=agi, **calls))
         watch = LogWatch()
         await d.start()
         started.append(d)

@@ -1,0 +1,1 @@
+"""FastAGI: our own server and the commands the FastAGI call mode sends."""

@@ -26,6 +26,11 @@ Run: ``python -m bench.fake_ari --port 0 --ready-file F`` (the port is written t
 runs on uvloop so that it is not the limit of the apps it measures.
 ``/ari/api-docs/*`` serves Asterisk's swagger files (for swagger-based ARI libraries) when
 ``--api-docs DIR`` is given.
+
+It is the tests' fake ARI too (the one fake of the project): ``tests/test_rules_parity.py``
+drives calls through it in process, ``tests/test_ari_stream.py`` injects websocket faults
+with its knobs (``reject_status``, ``hang_handshake``, ``read_frames``) and
+:class:`FakeAriServer` (listen, stop listening, listen again on the same port).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import contextlib
 import itertools
 import json
 import os
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -85,6 +91,19 @@ class Call:
 
 
 @dataclass
+class Connection:
+    """One events websocket as the fake accepted it (what the client sent, when it closed)."""
+
+    ws: web.WebSocketResponse
+    headers: dict[str, str]
+    query: dict[str, str]
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, text: str) -> None:
+        await self.ws.send_str(text)
+
+
+@dataclass
 class PressRun:
     sent: dict[str, float] = field(default_factory=dict)  # call key -> frame send time
     latencies: list[float] = field(default_factory=list)
@@ -111,20 +130,50 @@ class FakeAri:
         self._send_lock = asyncio.Lock()
         self._outbox: deque[str] = deque()
         self._base_url = ""
+        # Fault injection for the events websocket (tests/test_ari_stream.py).
+        self.attempts = 0                      # handshakes seen
+        self.reject_status: int | None = None  # answer the handshake with this status
+        self.hang_handshake = False            # accept TCP, never answer the upgrade
+        self.read_frames = True                # False: never read, so pings go unanswered
+        self.connections: asyncio.Queue[Connection] = asyncio.Queue()
+        self._attempted = asyncio.Event()
+        self.released = asyncio.Event()        # set: hung handshakes and readers give up
 
     # --- the websocket -------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.StreamResponse:
+        self.attempts += 1
+        self._attempted.set()
+        if self.hang_handshake:
+            await self.released.wait()
+        if self.reject_status is not None:
+            return web.Response(status=self.reject_status, text="go away")
         ws = web.WebSocketResponse(heartbeat=None, max_msg_size=0)
         await ws.prepare(request)
+        conn = Connection(ws, dict(request.headers), dict(request.query))
+        self.connections.put_nowait(conn)
         self.sockets.append(ws)
         try:
-            async for msg in ws:  # bounded by the peer: it ends when the socket closes
-                if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                    break
+            if not self.read_frames:
+                await self.released.wait()
+            else:
+                async for msg in ws:  # bounded by the peer: it ends when the socket closes
+                    if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                        break
         finally:
             self.sockets.remove(ws)
+            conn.closed.set()
         return ws
+
+    async def next_connection(self, timeout: float = 5.0) -> Connection:
+        return await asyncio.wait_for(self.connections.get(), timeout)
+
+    async def until_attempts(self, count: int, timeout: float = 5.0) -> None:
+        """Wait until the fake has seen ``count`` handshakes in total."""
+        async with asyncio.timeout(timeout):
+            while self.attempts < count:
+                self._attempted.clear()
+                await self._attempted.wait()
 
     async def send(self, event: dict[str, Any]) -> float:
         """Write one event frame to every subscriber; returns the time just before."""
@@ -454,6 +503,45 @@ class FakeAri:
         r.add_post("/bench/hangup_all", self.ctl_hangup_all)
         r.add_get("/bench/stats", self.ctl_stats)
         return app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class FakeAriServer:
+    """A :class:`FakeAri` served in this process on a fixed loopback port, that can stop
+    listening (new connections refused) and listen again on the same port."""
+
+    def __init__(self, fake: FakeAri | None = None) -> None:
+        self.fake = fake or FakeAri()
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/ari"
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.fake.app(), access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await self.listen()
+
+    async def listen(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await self._site.start()
+
+    async def stop_listening(self) -> None:
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def close(self) -> None:
+        self.fake.released.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
 
 
 def _not_found(message: str) -> web.Response:

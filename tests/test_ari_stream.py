@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from structlog.testing import capture_logs
 
+from bench.fake_ari import FakeAriServer
 from keypress_ari.ari.events import ChannelDtmfReceived, Event
 from keypress_ari.ari.stream import EventStream, events_url
 
@@ -41,95 +40,6 @@ def dtmf_frame(digit: str, channel_id: str = "chan-1") -> str:
             },
         }
     )
-
-
-@dataclass
-class FakeConnection:
-    ws: web.WebSocketResponse
-    headers: dict[str, str]
-    query: dict[str, str]
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def send(self, text: str) -> None:
-        await self.ws.send_str(text)
-
-
-class FakeAri:
-    """A websocket endpoint at /ari/events that the test steers."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/ari"
-        self.connections: asyncio.Queue[FakeConnection] = asyncio.Queue()
-        self.attempts = 0
-        self.reject_status: int | None = None  # answer the handshake with this status
-        self.read_frames = True  # False: never read, so pings go unanswered
-        self.hang_handshake = False  # accept TCP, never answer the upgrade
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
-        self._hang = asyncio.Event()
-        self._attempted = asyncio.Event()
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/ari/events", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await self.listen()
-
-    async def listen(self) -> None:
-        assert self._runner is not None
-        self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await self._site.start()
-
-    async def stop_listening(self) -> None:
-        """Close the listening socket: new connections are refused."""
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
-
-    async def close(self) -> None:
-        self._hang.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def next_connection(self, timeout: float = 5.0) -> FakeConnection:
-        return await asyncio.wait_for(self.connections.get(), timeout)
-
-    async def until_attempts(self, count: int, timeout: float = 5.0) -> None:
-        """Wait until the server has seen ``count`` handshakes in total."""
-        async with asyncio.timeout(timeout):
-            while self.attempts < count:
-                self._attempted.clear()
-                await self._attempted.wait()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.attempts += 1
-        self._attempted.set()
-        if self.hang_handshake:
-            await self._hang.wait()
-        if self.reject_status is not None:
-            return web.Response(status=self.reject_status, text="go away")
-        ws = web.WebSocketResponse(autoping=True)
-        await ws.prepare(request)
-        conn = FakeConnection(ws, dict(request.headers), dict(request.query))
-        self.connections.put_nowait(conn)
-        try:
-            if self.read_frames:
-                async for _ in ws:
-                    pass
-            else:
-                await self._hang.wait()
-        finally:
-            conn.closed.set()
-        return ws
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -159,8 +69,9 @@ class Recorder:
 
 
 @pytest.fixture
-async def fake_ari() -> AsyncIterator[FakeAri]:
-    server = FakeAri()
+async def fake_ari() -> AsyncIterator[FakeAriServer]:
+    """The project's fake ARI (bench/fake_ari.py), served here; tests steer its knobs."""
+    server = FakeAriServer()
     await server.start()
     try:
         yield server
@@ -180,7 +91,7 @@ class Running:
 
 
 @pytest.fixture
-async def start_stream(fake_ari: FakeAri) -> AsyncIterator[Callable[..., Running]]:
+async def start_stream(fake_ari: FakeAriServer) -> AsyncIterator[Callable[..., Running]]:
     running: list[Running] = []
 
     def start(recorder: Recorder, **kw: Any) -> Running:
@@ -213,12 +124,12 @@ def test_events_url() -> None:
 
 
 async def test_auth_header_and_no_password_in_logs(
-    fake_ari: FakeAri, start_stream: Callable[..., Running]
+    fake_ari: FakeAriServer, start_stream: Callable[..., Running]
 ) -> None:
     recorder = Recorder()
     with capture_logs() as logs:
         run = start_stream(recorder, apps=["keypress", "other"])
-        conn = await fake_ari.next_connection()
+        conn = await fake_ari.fake.next_connection()
         await run.stream.wait_connected(5)
         assert run.stream.connected
         expected = base64.b64encode(f"keypress:{PASSWORD}".encode()).decode()
@@ -228,7 +139,7 @@ async def test_auth_header_and_no_password_in_logs(
         await conn.send(dtmf_frame("1"))
         await recorder.until(lambda: len(recorder.events) == 1)
         await conn.ws.close()
-        await fake_ari.next_connection()
+        await fake_ari.fake.next_connection()
         await run.stop()
     assert logs, "expected some log lines"
     for entry in logs:
@@ -238,12 +149,12 @@ async def test_auth_header_and_no_password_in_logs(
 
 
 async def test_garbage_frames_are_skipped(
-    fake_ari: FakeAri, start_stream: Callable[..., Running]
+    fake_ari: FakeAriServer, start_stream: Callable[..., Running]
 ) -> None:
     recorder = Recorder()
     with capture_logs() as logs:
         start_stream(recorder)
-        conn = await fake_ari.next_connection()
+        conn = await fake_ari.fake.next_connection()
         await conn.send("{not json")
         await conn.send("[1, 2]")
         await conn.send(json.dumps({"no": "type"}))
@@ -260,7 +171,7 @@ async def test_garbage_frames_are_skipped(
 
 
 async def test_callback_errors_do_not_kill_the_stream(
-    fake_ari: FakeAri, start_stream: Callable[..., Running]
+    fake_ari: FakeAriServer, start_stream: Callable[..., Running]
 ) -> None:
     recorder = Recorder()
     original = recorder.on_event
@@ -273,7 +184,7 @@ async def test_callback_errors_do_not_kill_the_stream(
     recorder.on_event = flaky  # type: ignore[method-assign]
     with capture_logs() as logs:
         start_stream(recorder)
-        conn = await fake_ari.next_connection()
+        conn = await fake_ari.fake.next_connection()
         await conn.send(dtmf_frame("1"))
         await conn.send(dtmf_frame("2"))
         await recorder.until(lambda: len(recorder.events) == 2)
@@ -282,14 +193,14 @@ async def test_callback_errors_do_not_kill_the_stream(
 
 
 async def test_reconnects_after_the_server_drops(
-    fake_ari: FakeAri, start_stream: Callable[..., Running]
+    fake_ari: FakeAriServer, start_stream: Callable[..., Running]
 ) -> None:
     recorder = Recorder()
     run = start_stream(recorder)
-    first = await fake_ari.next_connection()
+    first = await fake_ari.fake.next_connection()
     await recorder.until(lambda: recorder.connects == 1)
     await first.ws.close()  # server-side close
-    second = await fake_ari.next_connection()
+    second = await fake_ari.fake.next_connection()
     await recorder.until(lambda: recorder.connects == 2)
     assert recorder.disconnects == 1
     await second.send(dtmf_frame("3"))
@@ -298,7 +209,7 @@ async def test_reconnects_after_the_server_drops(
     transport = second.ws._req.transport if second.ws._req else None
     assert transport is not None
     transport.abort()
-    await fake_ari.next_connection()
+    await fake_ari.fake.next_connection()
     await recorder.until(lambda: recorder.connects == 3)
     await run.stream.wait_connected(5)
     assert run.stream.connections == 3
@@ -325,13 +236,13 @@ class ClientAttempts:
 
 
 async def test_reconnects_after_refusals(
-    fake_ari: FakeAri, start_stream: Callable[..., Running]
+    fake_ari: FakeAriServer, start_stream: Callable[..., Running]
 ) -> None:
     attempts = ClientAttempts()
     async with aiohttp.ClientSession(trace_configs=[attempts.trace]) as session:
         recorder = Recorder()
         start_stream(recorder, session=session)
-        conn = await fake_ari.next_connection()
+        conn = await fake_ari.fake.next_connection()
         await recorder.until(lambda: recorder.connects == 1)
         # Down: the port refuses connections.
         await fake_ari.stop_listening()
@@ -339,31 +250,31 @@ async def test_reconnects_after_refusals(
         await recorder.until(lambda: recorder.disconnects == 1)
         await attempts.until_failures(3)
         # Up again but answering 503 to the handshake.
-        fake_ari.reject_status = 503
-        seen = fake_ari.attempts
+        fake_ari.fake.reject_status = 503
+        seen = fake_ari.fake.attempts
         await fake_ari.listen()
-        await fake_ari.until_attempts(seen + 2)
+        await fake_ari.fake.until_attempts(seen + 2)
         assert recorder.connects == 1
         # Healthy again.
-        fake_ari.reject_status = None
-        await fake_ari.next_connection()
+        fake_ari.fake.reject_status = None
+        await fake_ari.fake.next_connection()
         await recorder.until(lambda: recorder.connects == 2)
 
 
 async def test_dead_peer_is_noticed_by_the_heartbeat(
-    fake_ari: FakeAri, start_stream: Callable[..., Running]
+    fake_ari: FakeAriServer, start_stream: Callable[..., Running]
 ) -> None:
-    fake_ari.read_frames = False  # the server stops reading: pings go unanswered
+    fake_ari.fake.read_frames = False  # the server stops reading: pings go unanswered
     recorder = Recorder()
     start_stream(recorder, heartbeat=0.2)
-    await fake_ari.next_connection()
+    await fake_ari.fake.next_connection()
     await recorder.until(lambda: recorder.connects == 1)
     await recorder.until(lambda: recorder.disconnects == 1, timeout=3)
-    await fake_ari.next_connection(timeout=3)
+    await fake_ari.fake.next_connection(timeout=3)
 
 
 async def test_on_connect_failure_reconnects(
-    fake_ari: FakeAri, start_stream: Callable[..., Running]
+    fake_ari: FakeAriServer, start_stream: Callable[..., Running]
 ) -> None:
     recorder = Recorder()
     original = recorder.on_connect
@@ -375,18 +286,18 @@ async def test_on_connect_failure_reconnects(
 
     recorder.on_connect = flaky_resync  # type: ignore[method-assign]
     run = start_stream(recorder)
-    await fake_ari.next_connection()
-    await fake_ari.next_connection()
+    await fake_ari.fake.next_connection()
+    await fake_ari.fake.next_connection()
     await recorder.until(lambda: recorder.connects == 2)
     await run.stream.wait_connected(5)
 
 
 async def test_stop_is_prompt_when_connected(
-    fake_ari: FakeAri, start_stream: Callable[..., Running]
+    fake_ari: FakeAriServer, start_stream: Callable[..., Running]
 ) -> None:
     recorder = Recorder()
     run = start_stream(recorder)
-    conn = await fake_ari.next_connection()
+    conn = await fake_ari.fake.next_connection()
     await run.stream.wait_connected(5)
     await run.stop(within=1.0)
     assert not run.stream.connected and recorder.disconnects == 1
@@ -394,32 +305,32 @@ async def test_stop_is_prompt_when_connected(
 
 
 async def test_stop_is_prompt_during_backoff(
-    fake_ari: FakeAri, start_stream: Callable[..., Running]
+    fake_ari: FakeAriServer, start_stream: Callable[..., Running]
 ) -> None:
     recorder = Recorder()
     run = start_stream(recorder, backoff_initial=10.0, backoff_cap=10.0)
-    conn = await fake_ari.next_connection()
+    conn = await fake_ari.fake.next_connection()
     await conn.ws.close()
     await recorder.until(lambda: recorder.disconnects == 1)  # now sleeping 5-10 s
     await run.stop(within=0.5)
 
 
 async def test_stop_is_prompt_during_a_hanging_handshake(
-    fake_ari: FakeAri, start_stream: Callable[..., Running]
+    fake_ari: FakeAriServer, start_stream: Callable[..., Running]
 ) -> None:
-    fake_ari.hang_handshake = True
+    fake_ari.fake.hang_handshake = True
     recorder = Recorder()
     run = start_stream(recorder, connect_timeout=30.0)
-    await fake_ari.until_attempts(1)
+    await fake_ari.fake.until_attempts(1)
     await run.stop(within=0.5)
     assert recorder.connects == 0
 
 
-async def test_stop_before_run(fake_ari: FakeAri) -> None:
+async def test_stop_before_run(fake_ari: FakeAriServer) -> None:
     stream = EventStream(fake_ari.base_url, "u", "p", apps="a", on_event=lambda e: None)
     await stream.stop()
     await asyncio.wait_for(stream.run(), 1.0)
-    assert fake_ari.attempts == 0
+    assert fake_ari.fake.attempts == 0
     with pytest.raises(TimeoutError):
         await stream.wait_connected(0.01)
 

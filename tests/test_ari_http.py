@@ -4,9 +4,10 @@ The servers here are fault-injection stand-ins started with ``asyncio.start_serv
 127.0.0.1: they frame responses in every way the client must read, hold responses, never
 answer, close mid-response or answer garbage. They are not a fake ARI (that is
 bench/fake_ari.py, the project's one): they write raw bytes no HTTP framework would
-(responses split anywhere, bad chunk sizes), which is what these tests are about. The happy path against the real Asterisk is
-covered by tests/test_ari_client.py. Nothing here sleeps to synchronise: the tests wait on
-conditions the servers signal, each wait bounded by ``WAIT``.
+(responses split anywhere, bad chunk sizes), which is what these tests are about. The happy
+path against the real Asterisk is covered by tests/test_ari_client.py. Nothing here sleeps
+to synchronise: the tests wait on conditions the servers signal, each wait bounded by
+``WAIT``.
 """
 
 from __future__ import annotations

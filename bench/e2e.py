@@ -9,7 +9,13 @@ interleaved (round robin, a few at once) in one run on one Asterisk (started fro
   without a prompt, press 2 = disposition, so the call is hung up;
 * ``minimal ARI app``: a single-purpose Stasis app on the project's thin ARI client
   (answer on StasisStart, hang up on the first ChannelDtmfReceived), ``minimal@keypress-bench``;
-* ``dialplan``: ``Answer() / Read(,,1) / Hangup()``, ``native@keypress-bench``.
+* ``dialplan``: ``Answer() / Read(,,1) / Hangup()``, ``native@keypress-bench``;
+* ``fastagi``: the daemon's fastagi mode: ``fastagi@keypress-bench`` Dial()s a buyer that
+  answers, with the caller's key 2 in ``DYNAMIC_FEATURES``; the applicationmap runs the
+  daemon's FastAGI server, whose flow (disposition) hangs both legs up over AGI. Its digit
+  is sent by ARI from the ``;1`` half (BEGIN and END, as a phone's): an END-only digit
+  (AMI ``PlayDTMF``) makes a feature fire ~100 ms late (ASTERISK-NOTES.md), which would
+  measure the injection, not the daemon.
 
 Each call is a Local channel originated into the bench's own app (the ``;1`` half, as the
 tests' caller does); once the ``;2`` half is answered the digit is injected on ``;2`` with
@@ -50,10 +56,16 @@ flow_groups:
   - name: bench-e2e
     flows:
       - {key: "2", disposition: bench_done}
+  - name: bench-agi
+    modes: [fastagi]
+    flows:
+      - {key: "2", disposition: bench_done}
 routers:
   - {name: bench-e2e, request_key_press: true, press_1_timeout: 60, flow_group: bench-e2e}
+  - {name: bench-agi, request_key_press: false}
 numbers:
   - {number: "18005550300", router: bench-e2e}
+  - {number: "18005550301", router: bench-agi, keypress_controls: true, flow_group: bench-agi}
 """
 
 class MinimalAriApp:
@@ -108,7 +120,8 @@ async def start_daemon_process(asterisk: Any, ari: AriClient, dsn: str,
     token = uuid.uuid4().hex
     admin_port = free_port()
     env = daemon_env(asterisk, dsn, workdir / "state")
-    env.update({"KEYPRESS_LOG__LEVEL": "warning", "KEYPRESS_ADMIN__PORT": str(admin_port),
+    env.update({"KEYPRESS_AGI__ENABLED": "true", "KEYPRESS_AGI__PORT": str(asterisk.agi_port),
+                "KEYPRESS_LOG__LEVEL": "warning", "KEYPRESS_ADMIN__PORT": str(admin_port),
                 "KEYPRESS_ADMIN__TOKEN": token, "KEYPRESS_RUNTIME__EVENT_LOOP": procs.EVENT_LOOP})
     proc = await spawn_daemon(env, workdir / "daemon.log", ari)
     return AppProcess(proc, f"http://127.0.0.1:{admin_port}", token)
@@ -167,8 +180,8 @@ class VariantResult:
     failures: list[str] = field(default_factory=list)
 
 
-async def one_call(caller: Any, ami: AmiClient, number: str,
-                   context: str) -> tuple[float, float | None]:
+async def one_call(caller: Any, ami: AmiClient, number: str, context: str,
+                   press: str = "ami") -> tuple[float, float | None]:
     """Place a call, press 2 on its ;2 half with AMI; return DTMFEnd -> Hangup in ms, and
     DTMFEnd -> the hangup request reaching Asterisk (the channel's ``SoftHangupRequest``:
     for an ARI app, when its request arrived; for the dialplan, its ``Hangup()``)."""
@@ -178,10 +191,13 @@ async def one_call(caller: Any, ami: AmiClient, number: str,
     channel = await caller.client.get_channel(call.remote_id)
     name = channel.name
     await asyncio.sleep(0.3)  # the app/dialplan is waiting for the digit by now
-    reply = await ami.action("PlayDTMF", Channel=name, Digit="2", Duration="100",
-                             Receive="true")
-    if reply.get("Response") != "Success":
-        raise RuntimeError(f"PlayDTMF failed: {reply}")
+    if press == "ari":  # from the ;1 half: the ;2 half receives BEGIN and END
+        await caller.client.send_dtmf(call.local_id, "2", duration_ms=100)
+    else:
+        reply = await ami.action("PlayDTMF", Channel=name, Digit="2", Duration="100",
+                                 Receive="true")
+        if reply.get("Response") != "Success":
+            raise RuntimeError(f"PlayDTMF failed: {reply}")
     dtmf = await ami.wait_event(lambda e: e.get("Event") == "DTMFEnd"
                                 and e.get("Channel") == name, 10)
     hangup = await ami.wait_event(lambda e: e.get("Event") == "Hangup"
@@ -200,7 +216,9 @@ VARIANTS = {
     "daemon": ("18005550300", "keypress-inbound"),
     "minimal ARI app": ("minimal", "keypress-bench"),
     "dialplan": ("native", "keypress-bench"),
+    "fastagi": ("fastagi", "keypress-bench"),
 }
+PRESS = {"fastagi": "ari"}  # how each variant's digit is sent (default: AMI PlayDTMF)
 WARM_UP = 2  # calls per variant not counted
 
 
@@ -214,8 +232,8 @@ async def run_interleaved(caller: Any, ami: AmiClient, variants: dict[str, tuple
         number, context = variants[name]
         async with gate:
             try:
-                ms, request = await asyncio.wait_for(one_call(caller, ami, number, context),
-                                                     30)
+                ms, request = await asyncio.wait_for(
+                    one_call(caller, ami, number, context, PRESS.get(name, "ami")), 30)
             except Exception as exc:
                 results[name].failures.append(f"{type(exc).__name__}: {exc}")
                 return

@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     feats.add_argument("--port", type=int, help="default [agi] port")
     feats.add_argument("--moh", help="music on hold class the other party hears while the "
                                      "key's AGI runs (default: silence)")
+    feats.add_argument("--any-leg", action="store_true",
+                       help="one set of keys for both legs, inherited (FreePBX)")
     return p
 
 
@@ -109,7 +111,8 @@ def _print_features(args: argparse.Namespace, settings: Settings, catalog: Any) 
     from keypress_ari.features import render
 
     sys.stdout.write(render(catalog, host=args.host or settings.agi.host,
-                            port=args.port or settings.agi.port, moh_class=args.moh))
+                            port=args.port or settings.agi.port, moh_class=args.moh,
+                            any_leg=args.any_leg))
     return 0
 
 

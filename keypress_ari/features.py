@@ -22,10 +22,15 @@ PREDIAL_CONTEXT = "keypress-buyer-features"
 ANSWERED_CONTEXT = "keypress-answered"
 
 
+_PREFIX = {"caller": "kp", "buyer": "kpb", "any": "kpa"}
+
+
 def feature_name(key: str, leg: str = "caller") -> str:
     """The applicationmap entry for a key on a leg: ``kp1``, ``kpstar``, ``kphash`` on the
-    caller's; ``kpb1`` ... on the buyer's (the entry's URL names the leg)."""
-    return ("kp" if leg == "caller" else "kpb") + _NAMES.get(key, key)
+    caller's; ``kpb1`` ... on the buyer's (the entry's URL names the leg); ``kpa1`` ... on
+    any leg (an inherited ``__DYNAMIC_FEATURES``: the daemon tells the legs apart by
+    linkedid)."""
+    return _PREFIX[leg] + _NAMES.get(key, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +66,9 @@ def feature_keys(catalog: Catalog) -> FeatureKeys:
 
 
 def render(catalog: Catalog, *, host: str = "127.0.0.1", port: int = 4573,
-           moh_class: str | None = None) -> str:
-    """The text to paste: applicationmap entries, the dialplan line, the two contexts."""
+           moh_class: str | None = None, any_leg: bool = False) -> str:
+    """The text to paste: applicationmap entries, the dialplan line, the two contexts
+    (``any_leg``: one set of keys for both legs, inherited, as FreePBX needs)."""
     keys = feature_keys(catalog)
     if not keys.all:
         return ("; keypress-ari: no flow group lists fastagi in its modes and is assigned to a\n"
@@ -79,10 +85,18 @@ def render(catalog: Catalog, *, host: str = "127.0.0.1", port: int = 4573,
         "",
         "[applicationmap]",
     ]
-    for leg, leg_keys in (("caller", keys.caller), ("buyer", keys.buyer)):
+    legs = [("any", keys.all)] if any_leg else [("caller", keys.caller), ("buyer", keys.buyer)]
+    for leg, leg_keys in legs:
+        said = "" if leg == "any" else f"&leg={leg}"
         for key in leg_keys:
             lines.append(f"{feature_name(key, leg)} => {key},self,AGI(agi://{host}:{port}/"
-                         f"keypress?digit={_url_digit(key)}&leg={leg}){moh}")
+                         f"keypress?digit={_url_digit(key)}{said}){moh}")
+    if any_leg:
+        every = "#".join(feature_name(k, "any") for k in keys.all)
+        return "\n".join([*lines, "", "; ---- extensions.conf (FreePBX: extensions_custom.conf, "
+                          "see asterisk/examples/) ----",
+                          " same => n,Set(__KEYPRESS_NUMBER=${EXTEN})",
+                          f" same => n,Set(__DYNAMIC_FEATURES={every})   ; both legs", ""])
     caller = "#".join(feature_name(k, "caller") for k in keys.caller)
     buyer = "#".join(feature_name(k, "buyer") for k in keys.buyer)
     predial = f"b({PREDIAL_CONTEXT}^s^1)" if buyer else ""

@@ -200,3 +200,47 @@ async def test_sweep_closes_a_call_whose_channels_left(agi_daemon: RunningDaemon
     await agi_daemon.watch.wait_for(closed)
     row, _ = await agi_daemon.stored(call_id)
     assert row.ended_by == "unknown" and "gone" in (row.end_reason or "")
+
+
+async def test_listed_keys_are_swallowed_unlisted_keys_pass(
+        agi_daemon: RunningDaemon, test_caller: Any) -> None:
+    """The agent's key 3 (in the buyer's features) never reaches the caller; key 9 (not in
+    them) does, as plain DTMF."""
+    from keypress_ari.ari.events import ChannelDtmfReceived
+
+    call, phone = await dial_call(test_caller, agi_daemon, caller_id="5551230006")
+    since = test_caller.mark()
+    await phone.press("3")
+    call_id = (await opened(agi_daemon)).call_id
+    await agi_daemon.watch.event(call_id, "call_control_action", action="play")
+    await phone.press("9")
+    heard = await test_caller.wait_for(
+        lambda e: isinstance(e, ChannelDtmfReceived) and e.channel.id == call.local_id,
+        timeout=10, since=since)
+    assert isinstance(heard, ChannelDtmfReceived) and heard.digit == "9"
+    digits = [e.digit for e in test_caller.events[since:]
+              if isinstance(e, ChannelDtmfReceived) and e.channel.id == call.local_id]
+    assert digits == ["9"]  # the 3 went to the daemon only
+    await call.hangup()
+    await phone.wait_hangup(10)
+
+
+async def test_a_restarted_daemon_carries_on_with_its_fastagi_calls(
+        daemon_factory: Any, test_caller: Any) -> None:
+    first: RunningDaemon = await daemon_factory(agi=True)
+    await first.load(CATALOG)
+    call, phone = await dial_call(test_caller, first, caller_id="5551230007")
+    await call.press("0")
+    call_id = (await opened(first)).call_id
+    await first.watch.event(call_id, "tokens_set", source="flow")
+    await first.daemon.stop()
+    second: RunningDaemon = await daemon_factory(agi=True)
+    calls = second.daemon.agi_calls
+    assert calls is not None and calls.active_calls == 1  # adopted from its snapshot
+    await phone.press("1")  # the token set before the restart still steers the match
+    press = await second.watch.event(call_id, "key_press", leg="buyer", digit="1")
+    assert press.flow == "agent-keys/sale"
+    await call.wait_hangup(10)
+    _, events = await second.stored(call_id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))  # no gap, no repeat
+    assert sum(e.kind == "call_started" for e in events) == 1

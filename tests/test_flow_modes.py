@@ -117,3 +117,9 @@ def test_nothing_to_render_says_so() -> None:
     out = render(load_catalog_yaml('flow_groups: [{name: g, flows: [{key: "1", '
                                    'disposition: x}]}]\n', "f.yaml"))
     assert "nothing to add" in out
+
+
+def test_any_leg_features_name_no_leg() -> None:
+    out = render(load_catalog_yaml(FEATURES, "f.yaml"), any_leg=True)
+    assert "kpa1 => 1,self,AGI(agi://127.0.0.1:4573/keypress?digit=1)\n" in out
+    assert "leg=" not in out and "Set(__DYNAMIC_FEATURES=kpa1#kpahash#kpastar)" in out

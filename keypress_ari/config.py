@@ -110,6 +110,19 @@ class AgiSettings(_Section):
     idle_close: float = Field(4 * 3600.0, gt=0)        # a call with no press for this long
 
 
+class AmiSettings(_Section):
+    """The ami call mode: AMI events show the key presses of calls Dial() bridged, AMI actions
+    act on them; no dialplan change. Off unless enabled."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(5038, ge=1, le=65535)
+    user: str = "keypress"
+    secret: SecretStr = SecretStr("")
+    action_timeout: float = Field(5.0, gt=0, le=60)
+    reconnect_max_backoff: float = Field(10.0, gt=0, le=300)
+
+
 class RuntimeSettings(_Section):
     # uvloop: about 15-20 % more key presses per CPU-second and shorter latency tails under
     # load than asyncio's own loop (bench/results/profile.md); "asyncio" is the fallback.
@@ -128,6 +141,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     admin: AdminSettings = AdminSettings()
     agi: AgiSettings = AgiSettings()
+    ami: AmiSettings = AmiSettings()
     journal: JournalSettings = JournalSettings()
     runtime: RuntimeSettings = RuntimeSettings()
 

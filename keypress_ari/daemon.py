@@ -18,9 +18,11 @@ from typing import Any
 import structlog
 
 from keypress_ari.agi.server import AgiServer
+from keypress_ari.ami.client import AmiClient
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.stream import EventStream
 from keypress_ari.calls.agi_mode import AgiCalls
+from keypress_ari.calls.ami_mode import AmiCalls
 from keypress_ari.calls.blocklist import Blocklist
 from keypress_ari.calls.context import CatalogRef
 from keypress_ari.calls.dispatcher import Dispatcher
@@ -80,6 +82,8 @@ class Daemon:
         self.admin: AdminServer | None = None
         self.agi: AgiServer | None = None       # the fastagi mode's server, when enabled
         self.agi_calls: AgiCalls | None = None
+        self.ami: AmiClient | None = None       # the ami mode's client, when enabled
+        self.ami_calls: AmiCalls | None = None
         self.webhooks: WebhookWorker | None = None
         self._webhooks_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -130,6 +134,7 @@ class Daemon:
         self._webhooks_task = asyncio.create_task(webhooks.run(), name="webhooks")
         self._tasks.extend(core.start())
         await self._start_agi(core)
+        self._start_ami(core)
         await self._start_admin()
         settle_heap()
         log.info("daemon started", app=a.app, ari=a.url,
@@ -151,6 +156,24 @@ class Daemon:
         self._tasks.append(asyncio.create_task(calls.run_sweeper(g.sweep_interval),
                                                name="agi-sweep"))
         log.info("fastagi mode on", host=g.host, port=self.agi.port, adopted=adopted)
+
+    def _start_ami(self, core: CallCore) -> None:
+        """The ami call mode: AMI events in, AMI actions out; same context and call log."""
+        m = self.settings.ami
+        if not m.enabled:
+            return
+        calls: AmiCalls | None = None
+
+        def on_event(message: dict[str, str]) -> None:
+            if calls is not None:
+                calls.on_event(message)
+
+        self.ami = AmiClient(m.host, m.port, m.user, m.secret.get_secret_value(),
+                             on_event=on_event, action_timeout=m.action_timeout,
+                             backoff_cap=m.reconnect_max_backoff)
+        calls = self.ami_calls = AmiCalls(core.ctx, self.ami, core.dispatcher.holds)
+        self._tasks.append(asyncio.create_task(self.ami.run(), name="ami"))
+        log.info("ami mode on", host=m.host, port=m.port, user=m.user)
 
     async def _start_admin(self) -> None:
         admin = self.settings.admin
@@ -262,6 +285,10 @@ class Daemon:
             await self.admin.stop()
         if self.agi is not None:
             await self.agi.close()  # a press being handled is cut: its rows are staged
+        if self.ami is not None:
+            await self.ami.stop()
+            if self.ami_calls is not None:
+                await self.ami_calls.idle(grace / 4)
         if self.dispatcher is not None:
             self.dispatcher.accepting = False
         if self.stream is not None:

@@ -37,7 +37,7 @@ from keypress_ari.calls.context import CallContext
 from keypress_ari.calls.flow_runner import FlowRunner
 from keypress_ari.calls.live import LiveControl
 from keypress_ari.calls.rules import Leg
-from keypress_ari.calls.scope import CallScope
+from keypress_ari.calls.scope import CallScope, NoHost
 from keypress_ari.calls.state import CallState, Stage
 from keypress_ari.flows.model import Catalog
 from keypress_ari.flows.syntax import KEYS, NO_KEY_PRESS
@@ -52,12 +52,6 @@ _IDENTITY = _SEP.join(("${CHANNEL(linkedid)}", "${BRIDGEPEER}", "${KEYPRESS_NUMB
 _CALLER = _SEP.join(("${CALLERID(num)}", "${CALLERID(name)}"))
 
 
-class _NoHost:
-    """The FastAGI mode has no timers and no events to route (CallScope's host)."""
-
-    def post(self, event: object) -> None: ...
-    def attach(self, channel_id: str, caller_channel: str) -> None: ...
-    def detach(self, channel_id: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -189,7 +183,7 @@ class AgiCalls:
                         call_data.CALLER_NAME: caller_name, call_data.DIALLED_NUMBER: number,
                         call_data.NUMBER: number, call_data.ROUTER: st.router or "",
                         call_data.BUYER: st.buyer or ""})
-        call = AgiCall(st, CallScope(ctx, st, _NoHost()))
+        call = AgiCall(st, CallScope(ctx, st, NoHost()))
         self._calls[linkedid] = call
         ctx.emit(CallOpened(st.call_id, number, caller_number, st.router, st.channel_id,
                             st.stage.value, st.started_at))
@@ -216,7 +210,8 @@ class AgiCalls:
         ctx, st = self._ctx, call.st
         ops = AgiChannelOps(agi, own)
         driver = _Driver(ctx, call, ops, own)
-        live = LiveControl(call.scope, FlowRunner(call.scope, ops, driver), ops)
+        live = LiveControl(call.scope, FlowRunner(call.scope, ops, driver), ops,
+                           digits_absorbed=False)
         group = live.group(leg)
         if group is not None and "fastagi" not in group.modes:
             ctx.record(st, EventKind.KEY_PRESS, leg=leg, digit=digit, matched=False,
@@ -282,6 +277,6 @@ class AgiCalls:
             if state.mode != "fastagi" or not state.linkedid:
                 continue
             state.seq = max(state.seq, row.last_seq)
-            self._calls[state.linkedid] = AgiCall(state, CallScope(self._ctx, state, _NoHost()))
+            self._calls[state.linkedid] = AgiCall(state, CallScope(self._ctx, state, NoHost()))
             adopted += 1
         return adopted

@@ -101,6 +101,11 @@ class Dispatcher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def holds(self, channel_id: str) -> bool:
+        """Whether one of this dispatcher's calls has this channel (the ami mode leaves
+        those to the Stasis mode)."""
+        return channel_id in self._slots
+
     def adopt(self, state: CallState) -> Call:
         """Take over a call from its persisted state (a restarted daemon); it resumes at once."""
         call = Call(self.ctx, state, self)

@@ -21,10 +21,15 @@ from keypress_ari.flows.model import FlowGroup
 
 
 class LiveControl:
-    __slots__ = ("_flows", "_ops", "_scope")
+    __slots__ = ("_absorbed", "_flows", "_ops", "_scope")
 
-    def __init__(self, scope: CallScope, flows: FlowRunner, ops: ChannelOps) -> None:
+    def __init__(self, scope: CallScope, flows: FlowRunner, ops: ChannelOps, *,
+                 digits_absorbed: bool = True) -> None:
+        """``digits_absorbed``: the call mode keeps a leg's digits from the other party (the
+        Stasis bridge does), so unused ones are passed on; the fastagi and ami modes don't
+        (a mapped key is gone for good; AMI only watches)."""
         self._scope, self._flows, self._ops = scope, flows, ops
+        self._absorbed = digits_absorbed
 
     def group(self, leg: Leg) -> FlowGroup | None:
         scope = self._scope
@@ -62,7 +67,8 @@ class LiveControl:
         """Send an unused digit to the other party when this leg's digits are absorbed."""
         scope = self._scope
         st = scope.st
-        if not passes_unused_digit_on(group, bridged=st.stage is Stage.BRIDGED):
+        if not self._absorbed or not passes_unused_digit_on(group,
+                                                            bridged=st.stage is Stage.BRIDGED):
             return False
         other = st.buyer_channel if leg == "caller" else st.channel_id
         if other is None:

@@ -39,6 +39,14 @@ class CallHost(Protocol):
         """Stop routing this channel's events."""
 
 
+class NoHost:
+    """The host of a call mode without timers or routed events (fastagi, ami)."""
+
+    def post(self, event: object) -> None: ...
+    def attach(self, channel_id: str, caller_channel: str) -> None: ...
+    def detach(self, channel_id: str) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TimerFired:
     """A call's timer; stale when its generation is not the call's current one."""

@@ -3,13 +3,18 @@
 A flow group says in ``modes`` how the calls it serves reach the daemon: ``stasis`` (the
 dialplan hands the call to the Stasis app: everything works), ``fastagi`` (the dialplan's
 ``Dial()`` bridges the call; a ``features.conf`` applicationmap entry runs our FastAGI server
-on the channel that pressed). The README's mode matrix is this table in prose. A feature a
+on the channel that pressed). The README's mode matrix says the same per feature. A feature a
 mode cannot do is refused when the catalog is validated (import, API, console), naming the
 flow, never discovered on a live call.
 
 FastAGI runs on the pressing channel only, while that channel is out of the bridge: it can
 read both legs' variables, hang up either leg (``HANGUP NAME``), set variables and play to
 the presser, and nothing else on the other leg.
+
+The ``ami`` mode changes nothing in the dialplan: it watches ``DTMFEnd`` on every call that
+``Dial()`` bridged and acts with AMI actions (Hangup, MuteAudio, Setvar) on either leg. It
+cannot keep a digit from the other party (AMI only watches), and does not yet hold, play
+or continue routing (those need the call moved into the Stasis app).
 """
 
 from __future__ import annotations
@@ -20,28 +25,21 @@ from typing import Any, Literal
 from keypress_ari.flows.errors import CatalogProblem, Loc, format_loc
 from keypress_ari.flows.syntax import NO_KEY_PRESS
 
-Mode = Literal["stasis", "fastagi"]
-MODES: tuple[Mode, ...] = ("stasis", "fastagi")
+Mode = Literal["stasis", "fastagi", "ami"]
+MODES: tuple[Mode, ...] = ("stasis", "fastagi", "ami")
 Leg = Literal["caller", "buyer"]
 
-# One row per flow feature: (feature, Stasis, FastAGI). README.md renders the same facts.
-MATRIX: tuple[tuple[str, str, str], ...] = (
-    ("filters on call data", "yes", "yes (KEYPRESS_TOKEN_* channel variables, call data)"),
-    ("extra tokens", "yes", "yes (also set as KEYPRESS_TOKEN_* on the pressing channel)"),
-    ("disposition (ends the call)", "yes", "yes (both legs hung up: AGI HANGUP NAME)"),
-    ("hangup action", "yes", "yes"),
-    ("block caller", "yes", "yes"),
-    ("mute / unmute the consumer", "yes", "when the consumer presses (own channel)"),
-    ("hold / unhold the consumer", "yes", "no: MOH on a bridged channel needs Stasis"),
-    ("play audio", "yes", "to the pressing channel only (STREAM FILE)"),
-    ("continue call routing", "yes", "no: the next buyer is dialled by the Stasis app"),
-    ("webhooks", "yes", "yes (same outbox)"),
-    ("buyer conference time limit", "yes",
-     "yes, from KEYPRESS_ANSWERED_AT on the buyer leg (else from the call's first press)"),
-    ("no-match re-prompt", "yes (router prompt)", "n/a: no prompt; the digit is swallowed"),
-    ("no key press flow", "yes (router prompt)", "no: there is no prompt to time out"),
-    ("pass unused digits on", "yes", "keys no flow uses never reach us (not in the map)"),
-)
+
+def _ami_problems(key: str, continue_routing: bool, controls: list[tuple[str, str | None]]
+                  ) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    if key == NO_KEY_PRESS:
+        yield ("key",), ("no_key_press runs when a router prompt times out, and only the "
+                         "stasis mode plays prompts")
+    if continue_routing:
+        yield ("continue_routing",), "continue routing is not built for the ami mode yet"
+    for i, (kind, _) in enumerate(controls):
+        if kind in ("hold_consumer", "unhold_consumer", "play"):
+            yield ("call_control_actions", i), f"{kind} is not built for the ami mode yet"
 
 
 def flow_problems(key: str, continue_routing: bool, controls: list[tuple[str, str | None]],
@@ -50,6 +48,9 @@ def flow_problems(key: str, continue_routing: bool, controls: list[tuple[str, st
     ``(location under the flow, message)`` pairs. ``controls`` holds each call control
     action's kind and, for ``play``, its target."""
     if mode == "stasis":
+        return
+    if mode == "ami":
+        yield from _ami_problems(key, continue_routing, controls)
         return
     if key == NO_KEY_PRESS:
         yield ("key",), ("no_key_press runs when a router prompt times out, and only the "

@@ -17,6 +17,7 @@ from keypress_ari.calllog.ops import CallEvent, CallOpened, Op
 from keypress_ari.config import (
     AdminSettings,
     AgiSettings,
+    AmiSettings,
     AriSettings,
     CallSettings,
     DatabaseSettings,
@@ -111,7 +112,7 @@ ADMIN_TOKEN = "test-admin-token"
 
 def daemon_settings(asterisk: Any, dsn: str, *, admin: bool = False,
                     state_dir: Path | None = None, journal_max_bytes: int | None = None,
-                    agi: bool = False, **calls: Any) -> Settings:
+                    agi: bool = False, ami: bool = False, **calls: Any) -> Settings:
     journal = JournalSettings() if state_dir is None else JournalSettings(state_dir=state_dir)
     if journal_max_bytes is not None:
         journal = journal.model_copy(update={"max_bytes": journal_max_bytes})
@@ -124,6 +125,8 @@ def daemon_settings(asterisk: Any, dsn: str, *, admin: bool = False,
         journal=journal,
         # the fastagi mode, on the port the test Asterisk's applicationmap sends to
         agi=AgiSettings(enabled=agi, port=asterisk.agi_port),
+        ami=AmiSettings(enabled=ami, port=asterisk.ami_port, user=asterisk.ami_user,
+                        secret=asterisk.ami_password),
     )
 
 
@@ -140,17 +143,20 @@ async def daemon_factory(asterisk: Any, pg_dsn: str, db: Any, tmp_path: Path) ->
 
     async def start(*, admin: bool = False, dsn: str | None = None,
                     state_dir: Path | None = None, journal_max_bytes: int | None = None,
-                    agi: bool = False, **calls: Any) -> RunningDaemon:
+                    agi: bool = False, ami: bool = False, **calls: Any) -> RunningDaemon:
         if state_dir is None:
             state_dir = tmp_path / f"daemon-state-{len(started) + 1}"
         d = Daemon(daemon_settings(asterisk, dsn or pg_dsn, admin=admin, state_dir=state_dir,
-                                   journal_max_bytes=journal_max_bytes, agi=agi, **calls))
+                                   journal_max_bytes=journal_max_bytes, agi=agi, ami=ami,
+                                   **calls))
         watch = LogWatch()
         await d.start()
         started.append(d)
         assert d.calllog is not None and d.stream is not None
         d.calllog.add_listener(watch)
         await d.stream.wait_connected(10)
+        if d.ami is not None:
+            await d.ami.wait_connected(10)
         return RunningDaemon(d, watch)
 
     try:

@@ -1,0 +1,1 @@
+"""AMI: our own client, its wire format, and the call tracker of the ami call mode."""

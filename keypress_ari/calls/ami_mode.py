@@ -1,0 +1,249 @@
+"""The ami call mode: key press flows on calls the dialplan bridges with ``Dial()``, with no
+dialplan change. AMI ``DTMFEnd`` events (``ami.tracker``) are the presses; AMI actions act
+(``AmiChannelOps``: MuteAudio, Hangup, Setvar). The match, the time limit, the flow and its
+log rows are the Stasis mode's own (``calls.live``, ``calls.flow_runner``).
+
+A call is served when its number (the caller's extension at ``DialBegin``, or
+``KEYPRESS_NUMBER``) has key press controls or its buyer (the callee's channel against the
+buyers' endpoints) forwards to an external agent, and the group lists ``ami`` in its modes.
+Calls the daemon holds in its Stasis app are left to the Stasis mode. Events of one call are
+handled in order (one lock per call, FIFO); calls never wait for each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from keypress_ari.ami.client import AmiClient, AmiError
+from keypress_ari.ami.protocol import AmiMessage
+from keypress_ari.ami.tracker import CallGone, CallTracker, DigitPressed, NativeBridge
+from keypress_ari.calllog.kinds import EventKind
+from keypress_ari.calllog.ops import CallOpened
+from keypress_ari.calls import state as call_data
+from keypress_ari.calls.agi_mode import buyer_for_channel
+from keypress_ari.calls.call import TOKEN_VARIABLE_PREFIX, new_call_id
+from keypress_ari.calls.channel_ops import ChannelGone, ChannelOpFailed
+from keypress_ari.calls.context import CallContext
+from keypress_ari.calls.flow_runner import FlowRunner
+from keypress_ari.calls.live import LiveControl
+from keypress_ari.calls.scope import CallScope, NoHost
+from keypress_ari.calls.state import CallState, Stage
+
+log = structlog.get_logger("keypress.ami")
+
+
+class NotInAmiMode(ChannelOpFailed):
+    pass
+
+
+class AmiChannelOps:
+    """:class:`~keypress_ari.calls.channel_ops.ChannelOps` over AMI actions (channel names)."""
+
+    __slots__ = ("_ami",)
+
+    def __init__(self, ami: AmiClient) -> None:
+        self._ami = ami
+
+    async def _action(self, name: str, **fields: str) -> None:
+        try:
+            await self._ami.action(name, **fields)
+        except AmiError as exc:
+            if "No such channel" in str(exc):
+                raise ChannelGone(str(exc)) from exc
+            raise ChannelOpFailed(str(exc)) from exc
+
+    async def mute_inbound(self, channel: str) -> None:
+        await self._action("MuteAudio", Channel=channel, Direction="in", State="on")
+
+    async def unmute_inbound(self, channel: str) -> None:
+        await self._action("MuteAudio", Channel=channel, Direction="in", State="off")
+
+    async def start_moh(self, channel: str) -> None:
+        raise NotInAmiMode("hold is not built for the ami mode")
+
+    async def stop_moh(self, channel: str) -> None:
+        raise NotInAmiMode("unhold is not built for the ami mode")
+
+    async def play(self, channel: str, media: str) -> None:
+        raise NotInAmiMode("play is not built for the ami mode")
+
+    async def send_dtmf(self, channel: str, digit: str) -> None:
+        await self._action("PlayDTMF", Channel=channel, Digit=digit)
+
+    async def hangup(self, channel: str) -> None:
+        await self._action("Hangup", Channel=channel, Cause="16")
+
+    async def set_variable(self, channel: str, name: str, value: str) -> None:
+        await self._action("Setvar", Channel=channel, Variable=name, Value=value)
+
+    async def variable(self, channel: str, name: str) -> str | None:
+        try:
+            reply = await self._ami.action("Getvar", Channel=channel, Variable=name)
+        except AmiError:
+            return None
+        return reply.get("Value") or None
+
+
+
+
+@dataclass(slots=True)
+class AmiCall:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    st: CallState | None = None    # None until its first press opened it
+    ignored: bool = False          # not a call we serve
+    ended: bool = False
+
+
+class _Driver:
+    __slots__ = ("_call", "_ctx", "_ops")
+
+    def __init__(self, ctx: CallContext, call: AmiCall, ops: AmiChannelOps) -> None:
+        self._ctx, self._call, self._ops = ctx, call, ops
+
+    async def end_call(self, cause: str, why: str) -> None:
+        st = self._call.st
+        assert st is not None
+        st.ended_by = "daemon"
+        st.move(Stage.ENDING)
+        self._ctx.record(st, EventKind.HANGUP, requested_by="daemon", reason=why, cause=cause)
+        for channel in (st.buyer_channel, st.channel_id):
+            if channel:
+                try:
+                    await self._ops.hangup(channel)
+                except ChannelOpFailed as exc:
+                    self._ctx.record(st, EventKind.ERROR, request="hangup", error=str(exc))
+        self._call.ended = True
+
+    async def continue_routing(self, reason: str, flow: str | None) -> None:
+        assert self._call.st is not None
+        self._ctx.record(self._call.st, EventKind.ERROR, request="continue routing",
+                         error="continue routing is not built for the ami mode", flow=flow)
+
+
+class AmiCalls:
+    def __init__(self, ctx: CallContext, ami: AmiClient,
+                 in_stasis: Callable[[str], bool] = lambda uniqueid: False) -> None:
+        self._ctx, self._ops = ctx, AmiChannelOps(ami)
+        self._in_stasis = in_stasis
+        self.tracker = CallTracker()
+        self._calls: dict[str, AmiCall] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.native_bridges = 0
+
+    @property
+    def active_calls(self) -> int:
+        return sum(1 for c in self._calls.values() if c.st is not None and not c.ended)
+
+    def call_state(self, linkedid: str) -> CallState | None:
+        call = self._calls.get(linkedid)
+        return call.st if call is not None else None
+
+    def on_event(self, message: AmiMessage) -> None:
+        """The AMI client's callback: never blocks; a press becomes a task of its call."""
+        seen = self.tracker.feed(message)
+        if isinstance(seen, DigitPressed):
+            if self._in_stasis(seen.uniqueid):
+                return  # the Stasis mode's call
+            call = self._calls.setdefault(seen.linkedid, AmiCall())
+            if call.ignored or call.ended:
+                return
+            task = asyncio.get_running_loop().create_task(self._press(call, seen))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif isinstance(seen, NativeBridge):
+            self.native_bridges += 1
+            log.warning("native RTP bridge: key presses on it are invisible", detail=seen.warning)
+        elif isinstance(seen, CallGone):
+            gone = self._calls.pop(seen.linkedid, None)
+            if gone is not None and gone.st is not None and not gone.ended:
+                self._close(gone.st, "unknown", "its channels hung up")
+
+    async def idle(self, timeout: float) -> None:
+        """Wait for the presses being handled (tests, stop)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    async def _press(self, call: AmiCall, d: DigitPressed) -> None:
+        async with call.lock:
+            if call.ended or call.ignored:
+                return
+            if call.st is None:
+                call.st = await self._open(d)
+                if call.st is None:
+                    call.ignored = True
+                    return
+            st = call.st
+            scope = CallScope(self._ctx, st, NoHost())
+            driver = _Driver(self._ctx, call, self._ops)
+            live = LiveControl(scope, FlowRunner(scope, self._ops, driver), self._ops,
+                               digits_absorbed=False)
+            group = live.group(d.leg)
+            if group is not None and "ami" not in group.modes:
+                self._ctx.record(st, EventKind.KEY_PRESS, leg=d.leg, digit=d.digit,
+                                 duration_ms=d.duration_ms, matched=False,
+                                 reason=f"flow group {group.name} does not list ami in its modes")
+                return
+            before = dict(st.tokens)
+            await live.digit(d.leg, d.digit, d.duration_ms)
+            for name, value in st.tokens.items():
+                if before.get(name) != value and not call.ended:
+                    try:
+                        await self._ops.set_variable(st.channel_id,
+                                                     TOKEN_VARIABLE_PREFIX + name.upper(), value)
+                    except ChannelOpFailed as exc:
+                        self._ctx.record(st, EventKind.ERROR, request="setvar", error=str(exc))
+            if call.ended:
+                self._close(st, "daemon", "ended by a flow")
+            elif st.dirty:
+                self._ctx.persist(st)
+
+    async def _open(self, d: DigitPressed) -> CallState | None:
+        ctx = self._ctx
+        catalog = ctx.catalog.current
+        number = await self._ops.variable(d.caller_channel, "KEYPRESS_NUMBER") or d.number
+        found = catalog.number(number)
+        buyer = buyer_for_channel(catalog, d.buyer_channel) if d.buyer_channel else None
+        buyer_obj = catalog.buyer(buyer) if buyer else None
+        served = (found is not None and found.keypress_controls) or (
+            buyer_obj is not None and buyer_obj.forwards_to_external_agent)
+        if not served:
+            log.debug("AMI press on a call we do not serve", number=number, buyer=buyer)
+            return None
+        st = CallState(call_id=new_call_id(), channel_id=d.caller_channel, mode="ami",
+                       linkedid=d.linkedid, number=number, caller_number=d.caller_number)
+        st.router = found.router if found else None
+        st.buyer, st.buyer_channel = buyer, d.buyer_channel or None
+        st.legs = {"caller": d.caller_channel, "buyer": d.buyer_channel}
+        st.move(Stage.BRIDGED)
+        st.buyer_entered_at = d.answered_at or ctx.clock()
+        st.data.update({call_data.CALLER_NUMBER: d.caller_number,
+                        call_data.CALLER_NAME: d.caller_name, call_data.DIALLED_NUMBER: number,
+                        call_data.NUMBER: number, call_data.ROUTER: st.router or "",
+                        call_data.BUYER: buyer or ""})
+        ctx.emit(CallOpened(st.call_id, number, d.caller_number, st.router, st.channel_id,
+                            st.stage.value, st.started_at))
+        ctx.record(st, EventKind.CALL_STARTED, mode="ami", linkedid=d.linkedid,
+                   channel=d.caller_channel, buyer_channel=d.buyer_channel, buyer=buyer,
+                   caller_name=d.caller_name,
+                   conference_from="DialEnd" if d.answered_at else "first press")
+        tokens: dict[str, str] = {}
+        for name in sorted(catalog.referenced_tokens()):
+            value = await self._ops.variable(d.caller_channel,
+                                             TOKEN_VARIABLE_PREFIX + name.upper())
+            if value is not None:
+                tokens[name] = value
+        if tokens:
+            st.set_tokens(tokens)
+            ctx.record(st, EventKind.TOKENS_SET, source="call", tokens=tokens)
+        ctx.persist(st)
+        return st
+
+    def _close(self, st: CallState, ended_by: str, reason: str) -> None:
+        was = st.stage.value
+        st.move(Stage.ENDED)
+        self._ctx.record(st, EventKind.CALL_ENDED, ended_by=ended_by, stage=was, reason=reason)
+        self._ctx.persist(st, ended_by=ended_by, end_reason=reason)

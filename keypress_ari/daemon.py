@@ -134,7 +134,7 @@ class Daemon:
         self._webhooks_task = asyncio.create_task(webhooks.run(), name="webhooks")
         self._tasks.extend(core.start())
         await self._start_agi(core)
-        self._start_ami(core)
+        await self._start_ami(core)
         await self._start_admin()
         settle_heap()
         log.info("daemon started", app=a.app, ari=a.url,
@@ -157,23 +157,29 @@ class Daemon:
                                                name="agi-sweep"))
         log.info("fastagi mode on", host=g.host, port=self.agi.port, adopted=adopted)
 
-    def _start_ami(self, core: CallCore) -> None:
+    async def _start_ami(self, core: CallCore) -> None:
         """The ami call mode: AMI events in, AMI actions out; same context and call log."""
         m = self.settings.ami
         if not m.enabled:
             return
+        assert self.store is not None
         calls: AmiCalls | None = None
 
         def on_event(message: dict[str, str]) -> None:
             if calls is not None:
                 calls.on_event(message)
 
+        async def on_connect() -> None:
+            if calls is not None:
+                await calls.resync()
+
         self.ami = AmiClient(m.host, m.port, m.user, m.secret.get_secret_value(),
-                             on_event=on_event, action_timeout=m.action_timeout,
-                             backoff_cap=m.reconnect_max_backoff)
+                             on_event=on_event, on_connect=on_connect,
+                             action_timeout=m.action_timeout, backoff_cap=m.reconnect_max_backoff)
         calls = self.ami_calls = AmiCalls(core.ctx, self.ami, core.dispatcher.holds)
+        adopted = await calls.adopt(self.store)
         self._tasks.append(asyncio.create_task(self.ami.run(), name="ami"))
-        log.info("ami mode on", host=m.host, port=m.port, user=m.user)
+        log.info("ami mode on", host=m.host, port=m.port, user=m.user, adopted=adopted)
 
     async def _start_admin(self) -> None:
         admin = self.settings.admin

@@ -70,7 +70,7 @@ async def dial_call(test_caller: Any, running: RunningDaemon, *,
     """Place the Dial() call and answer as the agent: (the caller's phone, the agent's)."""
     placing = asyncio.create_task(test_caller.place_call(
         NUMBER, context="keypress-dial", caller_id=caller_id, variables=variables))
-    phone = await TestBuyers(test_caller).next_leg("agent")
+    phone = await TestBuyers.of(test_caller).next_leg("agent")
     await phone.answer()
     call = await placing
     assert call.answered

@@ -57,7 +57,7 @@ async def ami_daemon(daemon_factory: Any) -> RunningDaemon:
 async def dial_call(test_caller: Any, caller_id: str) -> tuple[Any, BuyerPhone]:
     placing = asyncio.create_task(test_caller.place_call(
         NUMBER, context="keypress-dial-ami", caller_id=caller_id))
-    phone = await TestBuyers(test_caller).next_leg("agent")
+    phone = await TestBuyers.of(test_caller).next_leg("agent")
     await phone.answer()
     call = await placing
     assert call.answered
@@ -124,3 +124,35 @@ async def test_stasis_calls_are_left_to_the_stasis_mode(ami_daemon: RunningDaemo
     await calls.idle(5)
     opened_calls = [o for o in ami_daemon.watch.ops if isinstance(o, CallOpened)]
     assert [o.call_id for o in opened_calls] == [call_id]
+
+
+async def test_a_restarted_daemon_finds_its_ami_calls_again(daemon_factory: Any,
+                                                           test_caller: Any) -> None:
+    first: RunningDaemon = await daemon_factory(ami=True)
+    await first.load(CATALOG)
+    call, phone = await dial_call(test_caller, "5551240003")
+    await call.press("0")
+    call_id = await opened(first)
+    await first.watch.event(call_id, "tokens_set", source="flow")
+    # a second call that ends while no daemon runs
+    other, other_phone = await dial_call(test_caller, "5551240004")
+    await other.press("0")
+    other_id = await first.watch.wait_for(
+        lambda o: isinstance(o, CallOpened) and o.call_id != call_id and o.number == NUMBER)
+    assert isinstance(other_id, CallOpened)
+    await first.watch.event(other_id.call_id, "tokens_set", source="flow")
+    await first.daemon.stop()
+    await other.hangup()
+    await other_phone.wait_hangup(10)
+
+    second: RunningDaemon = await daemon_factory(ami=True)
+    # the call that ended meanwhile is closed once AMI lists the live channels
+    ended = await second.watch.event(other_id.call_id, "call_ended")
+    assert "gone" in ended.detail["reason"]
+    await phone.press("1")  # the token from before the restart still steers the match
+    press = await second.watch.event(call_id, "key_press", leg="buyer", digit="1")
+    assert press.flow == "agent-keys/sale"
+    await call.wait_hangup(10)
+    _, events = await second.stored(call_id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert sum(e.kind == "call_started" for e in events) == 1

@@ -81,6 +81,38 @@ class CallTracker:
         self._calls: dict[str, _Call] = {}
         self._linked: dict[str, str] = {}  # uniqueid -> linkedid
         self._native_seen: set[str] = set()
+        self._roles: dict[str, tuple[str, str]] = {}  # linkedid -> (caller, buyer) names
+
+    def expect(self, linkedid: str, caller_channel: str, buyer_channel: str, number: str,
+               answered_at: float | None) -> None:
+        """A call known from before (a restarted daemon's snapshot): its legs are found by
+        name among the ``CoreShowChannel`` events that follow."""
+        call = self._calls.setdefault(linkedid, _Call())
+        call.number, call.answered_at = number, answered_at
+        self._roles[linkedid] = (caller_channel, buyer_channel)
+
+    def _show_channel(self, m: AmiMessage) -> None:
+        call = self._call(m)
+        if call is None:
+            return
+        uid, name = m["Uniqueid"], m.get("Channel", "")
+        call.channels[uid] = name
+        roles = self._roles.get(self._linked[uid])
+        if roles is not None:
+            if name == roles[0]:
+                call.caller = uid
+            elif name == roles[1]:
+                call.buyer = uid
+
+    def has_channels(self, linkedid: str) -> bool:
+        call = self._calls.get(linkedid)
+        return call is not None and bool(call.channels)
+
+    def forget(self, linkedid: str) -> None:
+        call = self._calls.pop(linkedid, None)
+        self._roles.pop(linkedid, None)
+        for uid in call.channels if call is not None else ():
+            self._linked.pop(uid, None)
 
     @property
     def calls(self) -> int:
@@ -170,11 +202,13 @@ class CallTracker:
         if call.channels:
             return None
         del self._calls[linkedid]
+        self._roles.pop(linkedid, None)
         return CallGone(linkedid)
 
 
 _HANDLERS: dict[str, Callable[[CallTracker, AmiMessage], Seen | None]] = {
     "Newchannel": CallTracker._new_channel,
+    "CoreShowChannel": CallTracker._show_channel,
     "DialBegin": CallTracker._dial_begin,
     "DialEnd": CallTracker._dial_end,
     "BridgeEnter": CallTracker._bridge_enter,

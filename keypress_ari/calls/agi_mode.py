@@ -36,6 +36,7 @@ from keypress_ari.calls.call import TOKEN_VARIABLE_PREFIX, new_call_id
 from keypress_ari.calls.context import CallContext
 from keypress_ari.calls.flow_runner import FlowRunner
 from keypress_ari.calls.live import LiveControl
+from keypress_ari.calls.resync import open_states
 from keypress_ari.calls.rules import Leg
 from keypress_ari.calls.scope import CallScope, NoHost
 from keypress_ari.calls.state import CallState, Stage
@@ -271,12 +272,8 @@ class AgiCalls:
 
     async def adopt(self, store: CallStore) -> int:
         """A restarted daemon takes back its open fastagi calls (their snapshots)."""
-        adopted = 0
-        for row in await store.open_calls():
-            state = CallState.from_snapshot(row.state)
-            if state.mode != "fastagi" or not state.linkedid:
-                continue
-            state.seq = max(state.seq, row.last_seq)
-            self._calls[state.linkedid] = AgiCall(state, CallScope(self._ctx, state, NoHost()))
-            adopted += 1
-        return adopted
+        states = await open_states(store, "fastagi")
+        for st in states:
+            assert st.linkedid is not None
+            self._calls[st.linkedid] = AgiCall(st, CallScope(self._ctx, st, NoHost()))
+        return len(states)

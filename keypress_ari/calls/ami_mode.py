@@ -30,8 +30,10 @@ from keypress_ari.calls.channel_ops import ChannelGone, ChannelOpFailed
 from keypress_ari.calls.context import CallContext
 from keypress_ari.calls.flow_runner import FlowRunner
 from keypress_ari.calls.live import LiveControl
+from keypress_ari.calls.resync import open_states
 from keypress_ari.calls.scope import CallScope, NoHost
 from keypress_ari.calls.state import CallState, Stage
+from keypress_ari.store.port import CallStore
 
 log = structlog.get_logger("keypress.ami")
 
@@ -127,7 +129,7 @@ class _Driver:
 class AmiCalls:
     def __init__(self, ctx: CallContext, ami: AmiClient,
                  in_stasis: Callable[[str], bool] = lambda uniqueid: False) -> None:
-        self._ctx, self._ops = ctx, AmiChannelOps(ami)
+        self._ctx, self._ami, self._ops = ctx, ami, AmiChannelOps(ami)
         self._in_stasis = in_stasis
         self.tracker = CallTracker()
         self._calls: dict[str, AmiCall] = {}
@@ -144,6 +146,9 @@ class AmiCalls:
 
     def on_event(self, message: AmiMessage) -> None:
         """The AMI client's callback: never blocks; a press becomes a task of its call."""
+        if message.get("Event") == "CoreShowChannelsComplete":
+            self._close_vanished()
+            return
         seen = self.tracker.feed(message)
         if isinstance(seen, DigitPressed):
             if self._in_stasis(seen.uniqueid):
@@ -161,6 +166,34 @@ class AmiCalls:
             gone = self._calls.pop(seen.linkedid, None)
             if gone is not None and gone.st is not None and not gone.ended:
                 self._close(gone.st, "unknown", "its channels hung up")
+
+    async def adopt(self, store: CallStore) -> int:
+        """A restarted daemon takes back its open ami calls (their snapshots); their legs are
+        found again by :meth:`resync` once AMI is up."""
+        states = await open_states(store, "ami")
+        for st in states:
+            assert st.linkedid is not None
+            self._calls[st.linkedid] = AmiCall(st=st)
+            self.tracker.expect(st.linkedid, st.channel_id, st.buyer_channel or "", st.number,
+                                st.buyer_entered_at)
+        return len(states)
+
+    async def resync(self) -> None:
+        """After each AMI login: list the live channels (their ``CoreShowChannel`` events
+        feed the tracker); :meth:`on_event` closes the calls left without channels when the
+        list completes."""
+        try:
+            await self._ami.action("CoreShowChannels")
+        except AmiError as exc:
+            log.warning("AMI channel list failed", error=str(exc))
+
+    def _close_vanished(self) -> None:
+        for linkedid, call in list(self._calls.items()):
+            if call.st is not None and not call.ended and not self.tracker.has_channels(
+                    linkedid):
+                del self._calls[linkedid]
+                self.tracker.forget(linkedid)
+                self._close(call.st, "unknown", "its channels are gone (seen at AMI login)")
 
     async def idle(self, timeout: float) -> None:
         """Wait for the presses being handled (tests, stop)."""

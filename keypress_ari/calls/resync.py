@@ -120,18 +120,24 @@ async def _destroy_orphan_bridges(dispatcher: Any, ari: AriClient, channels: set
     return destroyed
 
 
+async def open_states(store: CallStore, mode: str) -> list[CallState]:
+    """The open calls of one call mode, rebuilt from their snapshots; each continues after
+    the highest ``seq`` written for it (rows may have followed the snapshot)."""
+    states = []
+    for row in await store.open_calls():
+        state = CallState.from_snapshot(row.state)
+        if state.mode == mode and (mode == "stasis" or state.linkedid):
+            state.seq = max(state.seq, row.last_seq)
+            states.append(state)
+    return states
+
+
 async def adopt_open_calls(dispatcher: Any, store: CallStore) -> int:
     """A restarted daemon takes back the calls the store says are open (their snapshots).
 
     Calls whose channels are gone are closed by the resync that follows (ChannelVanished).
     """
-    adopted = 0
-    for row in await store.open_calls():
-        state = CallState.from_snapshot(row.state)
-        if state.mode != "stasis":
-            continue  # another call mode's (calls.agi_mode adopts its own)
-        # Rows after the last persisted snapshot may exist: continue after the highest seq.
-        state.seq = max(state.seq, row.last_seq)
+    states = await open_states(store, "stasis")  # the other modes adopt their own
+    for state in states:
         dispatcher.adopt(state)
-        adopted += 1
-    return adopted
+    return len(states)

@@ -141,6 +141,15 @@ class TestBuyers:
         self.caller = caller
         self._claimed: set[str] = set()
 
+    @classmethod
+    def of(cls, caller: TestCaller) -> TestBuyers:
+        """The one TestBuyers of ``caller`` (legs it returned are never returned again)."""
+        buyers: TestBuyers | None = getattr(caller, "_kp_buyers", None)
+        if buyers is None:
+            buyers = cls(caller)
+            caller._kp_buyers = buyers  # type: ignore[attr-defined]
+        return buyers
+
     async def next_leg(self, name: str, timeout: float = 10.0) -> BuyerPhone:
         """The next buyer ``name`` being rung that no earlier call returned (waits if needed;
         a leg that arrived before this call counts)."""

@@ -260,3 +260,15 @@ async def test_events_arrive_in_order(fake_ami: tuple[FakeAmi, int]) -> None:
     await asyncio.wait_for(all_in.wait(), 5)
     assert [e["Digit"] for e in events] == [str(i % 10) for i in range(1000)]
     await stop(client, task)
+
+
+async def test_a_peer_that_stops_answering_is_noticed(fake_ami: tuple[FakeAmi, int]) -> None:
+    """A connection that stays open but goes silent (a dead host) fails its keep-alive Ping
+    and is replaced."""
+    fake, port = fake_ami
+    fake.answers["Ping"] = None
+    client, task = await running(port, [], action_timeout=0.2, ping_interval=0.1)
+    await client.wait_connected(5)
+    await fake.until(lambda: fake.logins >= 2)
+    assert "Ping" in client.last_error
+    await stop(client, task)

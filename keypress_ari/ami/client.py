@@ -39,13 +39,14 @@ class AmiClient:
                  on_connect: Callable[[], Awaitable[None]] | None = None,
                  events: str = "call,dtmf", action_timeout: float = 5.0,
                  connect_timeout: float = 5.0, backoff_initial: float = 0.2,
-                 backoff_cap: float = 10.0) -> None:
+                 backoff_cap: float = 10.0, ping_interval: float = 20.0) -> None:
         self.host, self.port, self.user = host, port, user
         self._secret = secret
         self._on_event, self._on_connect = on_event, on_connect
         self._events = events
         self._action_timeout, self._connect_timeout = action_timeout, connect_timeout
         self._backoff_initial, self._backoff_cap = backoff_initial, backoff_cap
+        self._ping_interval = ping_interval  # a quiet connection is checked this often
         self._writer: asyncio.StreamWriter | None = None
         self._ids = itertools.count(1)
         self._pending: dict[str, asyncio.Future[AmiMessage]] = {}
@@ -158,7 +159,11 @@ class AmiClient:
             log.info("AMI connected", host=self.host, port=self.port, user=self.user)
             if self._on_connect is not None:
                 await self._on_connect()
-            await reading  # until EOF or a protocol error
+            while True:  # until EOF or a protocol error; a dead peer fails its Ping
+                done, _ = await asyncio.wait({reading}, timeout=self._ping_interval)
+                if done:
+                    await reading
+                await self.action("Ping")
         finally:
             reading.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

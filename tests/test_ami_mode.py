@@ -85,6 +85,8 @@ async def test_agent_key_ends_the_call_over_ami(ami_daemon: RunningDaemon,
     assert row.disposition == "not_qualified" and row.ended_by == "daemon"
     started = events[0].detail
     assert started["mode"] == "ami" and started["buyer"] == "acme"
+    calls = ami_daemon.daemon.ami_calls
+    assert calls is not None and calls.native_rtp_loaded is True  # asterisk/etc loads it
     assert started["conference_from"] == "DialEnd"  # the buyer's answer, from AMI
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
 

@@ -135,6 +135,7 @@ class AmiCalls:
         self._calls: dict[str, AmiCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.native_bridges = 0
+        self.native_rtp_loaded: bool | None = None  # checked at each AMI login
 
     @property
     def active_calls(self) -> int:
@@ -186,6 +187,16 @@ class AmiCalls:
             await self._ami.action("CoreShowChannels")
         except AmiError as exc:
             log.warning("AMI channel list failed", error=str(exc))
+        try:
+            reply = await self._ami.action("Command", Command="module show like bridge_native_rtp")
+        except AmiError as exc:  # the user may lack the command class: not fatal
+            log.info("AMI could not check bridge_native_rtp", error=str(exc))
+            return
+        self.native_rtp_loaded = "bridge_native_rtp.so" in reply.get("Output", "")
+        if self.native_rtp_loaded:
+            log.warning("bridge_native_rtp is loaded: calls Asterisk bridges natively deliver no "
+                        "DTMF events to the ami mode; set any DYNAMIC_FEATURES value before "
+                        "Dial() or noload => bridge_native_rtp.so")
 
     def _close_vanished(self) -> None:
         for linkedid, call in list(self._calls.items()):

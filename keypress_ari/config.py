@@ -121,6 +121,9 @@ class AmiSettings(_Section):
     secret: SecretStr = SecretStr("")
     action_timeout: float = Field(5.0, gt=0, le=60)
     reconnect_max_backoff: float = Field(10.0, gt=0, le=300)
+    # The dialplan context whose extensions "caller" and "buyer" run Stasis(<app>,handover):
+    # where a call goes when a flow needs the Stasis app (hold, play, continue routing).
+    handover_context: str = Field("keypress-handover", pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class RuntimeSettings(_Section):

@@ -176,7 +176,8 @@ class Daemon:
         self.ami = AmiClient(m.host, m.port, m.user, m.secret.get_secret_value(),
                              on_event=on_event, on_connect=on_connect,
                              action_timeout=m.action_timeout, backoff_cap=m.reconnect_max_backoff)
-        calls = self.ami_calls = AmiCalls(core.ctx, self.ami, core.dispatcher.holds)
+        calls = self.ami_calls = AmiCalls(core.ctx, self.ami, core.dispatcher,
+                                             m.handover_context)
         adopted = await calls.adopt(self.store)
         self._tasks.append(asyncio.create_task(self.ami.run(), name="ami"))
         log.info("ami mode on", host=m.host, port=m.port, user=m.user, adopted=adopted)

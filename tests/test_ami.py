@@ -78,7 +78,8 @@ def test_tracker_reports_presses_by_leg() -> None:
     assert got == DigitPressed(
         linkedid="1.1", uniqueid="1.2", channel="PJSIP/acme-1", digit="5", duration_ms=120,
         leg="buyer", caller_channel="PJSIP/in-1", buyer_channel="PJSIP/acme-1",
-        number="18005550100", caller_number="5551234", caller_name="", answered_at=1700000000.5)
+        caller_uniqueid="1.1", buyer_uniqueid="1.2", number="18005550100",
+        caller_number="5551234", caller_name="", answered_at=1700000000.5)
     stray = t.feed({"Event": "DTMFEnd", "Uniqueid": "9.9", "Linkedid": "9.9", "Digit": "1",
                     "Direction": "Received"})
     assert stray is None  # a channel of no dialled call

@@ -43,6 +43,25 @@ def test_what_fastagi_cannot_do_is_refused_in_the_group(flow: str, fragment: str
     assert fragment in error(text)
 
 
+@pytest.mark.parametrize("flow, fragment", [
+    ('{key: "1", continue_routing: true}',
+     "flows[0].continue_routing: mode ami: continue routing in the ami mode moves the call "
+     "into the Stasis app"),
+    ('{key: "1", call_control_actions: [mute_consumer, hold_consumer]}',
+     "call_control_actions[1]: mode ami: hold_consumer in the ami mode moves the call"),
+    ('{key: "1", call_control_actions: [{play: {media: "sound:beep", to: buyer}}]}',
+     "play in the ami mode moves the call"),
+    ('{key: no_key_press, disposition: x}', "flows[0].key: mode ami: no_key_press"),
+])
+def test_what_ami_does_through_stasis_needs_stasis_listed(flow: str, fragment: str) -> None:
+    message = error(catalog(f"  - {{name: g, modes: [ami], flows: [{flow}]}}\n"))
+    assert fragment in message
+    if "no_key_press" not in flow:
+        assert "list stasis in the group's modes too" in message
+        load_catalog_yaml(catalog(f"  - {{name: g, modes: [ami, stasis], flows: [{flow}]}}\n"),
+                          "f.yaml")
+
+
 def test_leg_limits_name_the_assignment() -> None:
     groups = ('  - {name: g, modes: [stasis, fastagi], '
               'flows: [{key: "2", call_control_actions: [mute_consumer]}]}\n'

@@ -30,6 +30,8 @@ class DigitPressed:
     leg: Leg
     caller_channel: str
     buyer_channel: str
+    caller_uniqueid: str
+    buyer_uniqueid: str
     number: str
     caller_number: str
     caller_name: str
@@ -188,7 +190,8 @@ class CallTracker:
             digit=m.get("Digit", ""), duration_ms=duration,
             leg="caller" if uid == call.caller else "buyer",
             caller_channel=call.channels.get(call.caller, ""),
-            buyer_channel=call.channels.get(call.buyer, ""), number=call.number,
+            buyer_channel=call.channels.get(call.buyer, ""), caller_uniqueid=call.caller,
+            buyer_uniqueid=call.buyer, number=call.number,
             caller_number=call.caller_number, caller_name=call.caller_name,
             answered_at=call.answered_at)
 

@@ -17,6 +17,8 @@ class EventKind(StrEnum):
     CALL_STARTED = "call_started"
     CALL_ENDED = "call_ended"
     ADOPTED = "adopted"
+    MOVING_TO_STASIS = "moving_to_stasis"  # the ami mode redirects the call into the app
+    ENTERED_STASIS = "entered_stasis"      # ... and its legs are in: the Stasis mode carries it
     ANSWERED = "answered"
     BLOCKED_CALLER = "blocked_caller"
     UNKNOWN_NUMBER = "unknown_number"

@@ -8,12 +8,16 @@ A call is served when its number (the caller's extension at ``DialBegin``, or
 buyers' endpoints) forwards to an external agent, and the group lists ``ami`` in its modes.
 Calls the daemon holds in its Stasis app are left to the Stasis mode. Events of one call are
 handled in order (one lock per call, FIFO); calls never wait for each other.
+
+What AMI cannot do (hold, play, continue routing: ``handover.needs_stasis``) moves the call
+into the Stasis app: one AMI ``Redirect`` sends both legs to the handover context, whose
+``Stasis()`` hands them to the dispatcher, and the Stasis mode carries the call from then on
+with the same call id and call log (``calls.handover``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -29,6 +33,7 @@ from keypress_ari.calls.call import TOKEN_VARIABLE_PREFIX, new_call_id
 from keypress_ari.calls.channel_ops import ChannelGone, ChannelOpFailed
 from keypress_ari.calls.context import CallContext
 from keypress_ari.calls.flow_runner import FlowRunner
+from keypress_ari.calls.handover import Handover, StasisDoor, needs_stasis, to_stasis
 from keypress_ari.calls.live import LiveControl
 from keypress_ari.calls.resync import open_states
 from keypress_ari.calls.scope import CallScope, NoHost
@@ -98,6 +103,7 @@ class AmiCall:
     st: CallState | None = None    # None until its first press opened it
     ignored: bool = False          # not a call we serve
     ended: bool = False
+    moved: bool = False            # handed over to the Stasis mode, which ends it
 
 
 class _Driver:
@@ -121,21 +127,23 @@ class _Driver:
         self._call.ended = True
 
     async def continue_routing(self, reason: str, flow: str | None) -> None:
+        # Unreachable: a continue-routing flow moves the call into Stasis first (_press).
         assert self._call.st is not None
         self._ctx.record(self._call.st, EventKind.ERROR, request="continue routing",
-                         error="continue routing is not built for the ami mode", flow=flow)
+                         error="continue routing needs the call in the Stasis app", flow=flow)
 
 
 class AmiCalls:
-    def __init__(self, ctx: CallContext, ami: AmiClient,
-                 in_stasis: Callable[[str], bool] = lambda uniqueid: False) -> None:
+    def __init__(self, ctx: CallContext, ami: AmiClient, stasis: StasisDoor,
+                 handover_context: str = "keypress-handover") -> None:
         self._ctx, self._ami, self._ops = ctx, ami, AmiChannelOps(ami)
-        self._in_stasis = in_stasis
+        self._stasis, self._handover_context = stasis, handover_context
         self.tracker = CallTracker()
         self._calls: dict[str, AmiCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.native_bridges = 0
         self.native_rtp_loaded: bool | None = None  # checked at each AMI login
+        self.handover_missing: str | None = None  # the handover context's flaw, if seen
 
     @property
     def active_calls(self) -> int:
@@ -152,7 +160,7 @@ class AmiCalls:
             return
         seen = self.tracker.feed(message)
         if isinstance(seen, DigitPressed):
-            if self._in_stasis(seen.uniqueid):
+            if self._stasis.holds(seen.uniqueid):
                 return  # the Stasis mode's call
             call = self._calls.setdefault(seen.linkedid, AmiCall())
             if call.ignored or call.ended:
@@ -165,7 +173,7 @@ class AmiCalls:
             log.warning("native RTP bridge: key presses on it are invisible", detail=seen.warning)
         elif isinstance(seen, CallGone):
             gone = self._calls.pop(seen.linkedid, None)
-            if gone is not None and gone.st is not None and not gone.ended:
+            if gone is not None and gone.st is not None and not (gone.ended or gone.moved):
                 self._close(gone.st, "unknown", "its channels hung up")
 
     async def adopt(self, store: CallStore) -> int:
@@ -197,11 +205,35 @@ class AmiCalls:
             log.warning("bridge_native_rtp is loaded: calls Asterisk bridges natively deliver no "
                         "DTMF events to the ami mode; set any DYNAMIC_FEATURES value before "
                         "Dial() or noload => bridge_native_rtp.so")
+        await self._check_handover_context()
+
+    async def _check_handover_context(self) -> None:
+        """Whether the dialplan has the handover context (a redirect to a missing extension
+        would hang the call up); a press that needs it is refused while it is missing."""
+        context, missing = self._handover_context, []
+        for exten in ("caller", "buyer"):
+            try:
+                reply = await self._ami.action("Command",
+                                               Command=f"dialplan show {exten}@{context}")
+                output = reply.get("Output", "")
+            except AmiError as exc:
+                if "Command output follows" not in str(exc):  # not "the command failed"
+                    log.info("AMI could not check the handover context", error=str(exc))
+                    return
+                output = ""  # the CLI found no such extension
+            if "Stasis(" not in output:
+                missing.append(f"{exten}@{context}")
+        self.handover_missing = (
+            f"the dialplan has no Stasis() at {', '.join(missing)} (config [ami] "
+            "handover_context; see asterisk/examples/plain-dial.conf)" if missing else None)
+        if self.handover_missing:
+            log.warning("hold, play and continue routing are off for ami calls",
+                        why=self.handover_missing)
 
     def _close_vanished(self) -> None:
         for linkedid, call in list(self._calls.items()):
-            if call.st is not None and not call.ended and not self.tracker.has_channels(
-                    linkedid):
+            if call.st is not None and not (call.ended or call.moved) and (
+                    not self.tracker.has_channels(linkedid)):
                 del self._calls[linkedid]
                 self.tracker.forget(linkedid)
                 self._close(call.st, "unknown", "its channels are gone (seen at AMI login)")
@@ -231,6 +263,11 @@ class AmiCalls:
                                  duration_ms=d.duration_ms, matched=False,
                                  reason=f"flow group {group.name} does not list ami in its modes")
                 return
+            flow = live.would_run(d.leg, d.digit)
+            reason = needs_stasis(flow) if flow is not None else None
+            if reason is not None:
+                await self._hand_over(call, d, reason)
+                return
             before = dict(st.tokens)
             await live.digit(d.leg, d.digit, d.duration_ms)
             for name, value in st.tokens.items():
@@ -245,6 +282,47 @@ class AmiCalls:
             elif st.dirty:
                 self._ctx.persist(st)
 
+    async def _hand_over(self, call: AmiCall, d: DigitPressed, reason: str) -> None:
+        """Redirect both legs into the Stasis app, which handles this press (``reason`` is
+        what needs it there). Should the redirect fail, the call stays an ami call."""
+        st = call.st
+        assert st is not None
+        ctx = self._ctx
+        if self.handover_missing:
+            ctx.record(st, EventKind.KEY_PRESS, leg=d.leg, digit=d.digit,
+                       duration_ms=d.duration_ms, matched=True, ignored=True,
+                       reason=f"{reason} needs the call in the Stasis app, but "
+                              f"{self.handover_missing}")
+            ctx.persist(st)
+            return
+        ctx.record(st, EventKind.MOVING_TO_STASIS, leg=d.leg, digit=d.digit, reason=reason,
+                   context=self._handover_context)
+        saved = st.snapshot()
+        caller_name, buyer_name = st.channel_id, st.buyer_channel
+        buyer_uid = d.buyer_uniqueid if buyer_name else None
+        to_stasis(st, d.caller_uniqueid, buyer_uid)
+        handover = Handover(st, d.caller_uniqueid, buyer_uid, d.leg, d.digit, d.duration_ms)
+        self._stasis.expect_handover(handover)
+        call.moved = True
+        fields = {"Channel": caller_name, "Context": self._handover_context,
+                  "Exten": "caller", "Priority": "1"}
+        if buyer_name:
+            fields.update(ExtraChannel=buyer_name, ExtraContext=self._handover_context,
+                          ExtraExten="buyer", ExtraPriority="1")
+        try:
+            await self._ami.action("Redirect", **fields)
+        except AmiError as exc:
+            self._stasis.cancel_handover(handover)
+            call.moved = False
+            restored = CallState.from_snapshot(saved)
+            restored.seq = st.seq
+            call.st = restored
+            ctx.record(restored, EventKind.ERROR, request="redirect into stasis",
+                       error=str(exc))
+            ctx.persist(restored)
+            return
+        ctx.persist(st)  # a Stasis call's state from now on
+
     async def _open(self, d: DigitPressed) -> CallState | None:
         ctx = self._ctx
         catalog = ctx.catalog.current
@@ -252,9 +330,12 @@ class AmiCalls:
         found = catalog.number(number)
         buyer = buyer_for_channel(catalog, d.buyer_channel) if d.buyer_channel else None
         buyer_obj = catalog.buyer(buyer) if buyer else None
-        served = (found is not None and found.keypress_controls) or (
-            buyer_obj is not None and buyer_obj.forwards_to_external_agent)
-        if not served:
+        groups = [catalog.flow_group(g.flow_group) for g, on in (
+            (found, found is not None and found.keypress_controls),
+            (buyer_obj, buyer_obj is not None and buyer_obj.forwards_to_external_agent))
+            if on and g is not None and g.flow_group is not None]
+        if not any(g is not None and "ami" in g.modes for g in groups):
+            # not ours, or another mode's (a fastagi call's keys are AMI events too)
             log.debug("AMI press on a call we do not serve", number=number, buyer=buyer)
             return None
         st = CallState(call_id=new_call_id(), channel_id=d.caller_channel, mode="ami",

@@ -34,6 +34,7 @@ from keypress_ari.calls.ari_channel_ops import AriChannelOps
 from keypress_ari.calls.context import CallContext
 from keypress_ari.calls.dialing import Dialing
 from keypress_ari.calls.flow_runner import FlowRunner
+from keypress_ari.calls.handover import HandedOver, Handover
 from keypress_ari.calls.live import LiveControl
 from keypress_ari.calls.press_gate import PressGate
 from keypress_ari.calls.prompting import Prompting
@@ -57,11 +58,13 @@ TOKEN_VARIABLE_PREFIX = "KEYPRESS_TOKEN_"
 _KEY_PRESS_STAGES = (Stage.PROMPTING, Stage.WAITING)
 _LIVE_STAGES = (Stage.ROUTING, Stage.BRIDGED)
 _LEG_GONE = (ev.StasisEnd, ev.ChannelDestroyed)
+# Seconds a handed-over call waits for its second leg to enter the app (they come ~1 ms apart).
+HANDOVER_WAIT = 5.0
 
 
 class Call:
-    __slots__ = ("_hanging_up", "_timeout_due", "ctx", "dialing", "flows", "gate", "live",
-                 "prompting", "scope", "st")
+    __slots__ = ("_hanging_up", "_timeout_due", "ctx", "dialing", "flows", "gate", "handover",
+                 "live", "prompting", "scope", "st")
 
     def __init__(self, ctx: CallContext, state: CallState, host: CallHost) -> None:
         self.ctx, self.st = ctx, state
@@ -74,6 +77,8 @@ class Call:
         self.live = LiveControl(scope, flows, ops)
         self._hanging_up = False  # a hangup request for the caller arrived; StasisEnd follows
         self._timeout_due = False  # the press-1 timeout came due while ARI was disconnected
+        # A call of the ami mode on its way into the app, until both its legs are in.
+        self.handover: Handover | None = None
 
     @property
     def ended(self) -> bool:
@@ -95,6 +100,8 @@ class Call:
             await self._leg_gone(event.channel_id, event)
         elif isinstance(event, Resumed):
             await self._resume(event.adopted)
+        elif isinstance(event, HandedOver):
+            await self._handed_over(event.channel_id)
         elif self._hanging_up:
             pass  # the caller's channel is going away: only its end still matters
         elif isinstance(event, ev.Dial):
@@ -104,6 +111,8 @@ class Call:
         elif isinstance(event, TimerFired):
             if event.generation != st.timer_generation:
                 pass  # a cancelled timer
+            elif self.handover is not None:
+                await self._handover_timed_out()
             elif st.stage is Stage.ROUTING:
                 await self.dialing.dial_timed_out()
             elif st.stage is Stage.WAITING:
@@ -168,6 +177,35 @@ class Call:
             await self.prompting.start(router)
         else:
             await self.dialing.continue_routing("router does not request a key press", None)
+
+    async def _handed_over(self, channel_id: str) -> None:
+        """A leg of a call the ami mode redirected here is in the app; once both are, they
+        meet in the call's bridge and the press that moved the call is handled here."""
+        handover = self.handover
+        if handover is None:
+            return
+        if not handover.arrive(channel_id):
+            if len(handover.arrived) == 1:  # should the other leg never come
+                self.scope.timer.start(HANDOVER_WAIT, time.time() + HANDOVER_WAIT)
+            return
+        self.scope.timer.cancel()
+        self.handover = None
+        st = self.st
+        self.ctx.record(st, EventKind.ENTERED_STASIS, legs=handover.channels())
+        if handover.buyer is not None and not await self.dialing.bridge_legs(handover.buyer):
+            return
+        await self.live.digit(handover.leg, handover.digit, handover.duration_ms)
+
+    async def _handover_timed_out(self) -> None:
+        handover, self.handover = self.handover, None
+        assert handover is not None
+        missing = [c for c in handover.channels() if c not in handover.arrived]
+        self.ctx.record(self.st, EventKind.ERROR, request="enter stasis",
+                        error=f"legs {missing} never entered the Stasis app")
+        for channel_id in missing:
+            await self._leg_gone(channel_id, ChannelVanished(channel_id, "never entered Stasis"))
+        if not self.ended:
+            await self.dialing.end_call("normal", "a leg never entered the Stasis app")
 
     async def _channel_tokens(self, channel_id: str) -> dict[str, str]:
         """Channel variables ``KEYPRESS_TOKEN_<NAME>`` for the tokens the flows use."""

@@ -146,6 +146,27 @@ class Dialing:
                 return
             st.answered = True
             self.ctx.record(st, EventKind.ANSWERED)
+        if await self._join(channel_id):
+            st.buyer_entered_at = self.ctx.clock()
+            st.move(Stage.BRIDGED)
+            self.ctx.record(st, EventKind.BRIDGED, leg="buyer", buyer=st.buyer,
+                            bridge=st.bridge_id)
+
+    async def bridge_legs(self, channel_id: str) -> bool:
+        """Caller and buyer leg of a call moved here from another mode, already talking:
+        they meet in the call's bridge; the conference clock runs on from when the buyer
+        answered. False when that failed (the call is ending or a leg is gone)."""
+        st = self.st
+        if not await self._join(channel_id):
+            return False
+        st.move(Stage.BRIDGED)
+        self.ctx.record(st, EventKind.BRIDGED, leg="buyer", buyer=st.buyer, bridge=st.bridge_id,
+                        moved=True)
+        return True
+
+    async def _join(self, channel_id: str) -> bool:
+        """The caller (first time) and this buyer leg into the call's bridge."""
+        st, ari = self.st, self.ctx.ari
         try:
             if st.bridge_id is None:
                 bridge_id = f"kp-{st.call_id}"
@@ -157,14 +178,12 @@ class Dialing:
             await ari.add_channel(st.bridge_id, channel_id,
                                   absorb_dtmf=self.absorbs_digits("buyer"))
         except GONE:
-            return  # a leg hung up meanwhile: its StasisEnd decides what happens next
+            return False  # a leg hung up meanwhile: its StasisEnd decides what happens next
         except AriError as exc:
             self.ctx.record(st, EventKind.ERROR, leg="buyer", request="bridge", error=str(exc))
             await self._buyer_failed(channel_id, "could not bridge")
-            return
-        st.buyer_entered_at = self.ctx.clock()
-        st.move(Stage.BRIDGED)
-        self.ctx.record(st, EventKind.BRIDGED, leg="buyer", buyer=st.buyer, bridge=st.bridge_id)
+            return False
+        return True
 
     def absorbs_digits(self, leg: Leg) -> bool:
         """Whether the leg's digits are kept from the other party (the rule's)."""

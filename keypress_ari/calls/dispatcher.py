@@ -19,6 +19,7 @@ from keypress_ari.ari import events as ev
 from keypress_ari.calllog.kinds import EventKind
 from keypress_ari.calls.call import Call, new_call_id
 from keypress_ari.calls.context import CallContext
+from keypress_ari.calls.handover import HandedOver, Handover
 from keypress_ari.calls.resync import ChannelVanished, Resumed
 from keypress_ari.calls.scope import TimerFired
 from keypress_ari.calls.state import CallState
@@ -50,7 +51,7 @@ class _Slot:
         return context
 
 
-_OWN_EVENTS = (TimerFired, ChannelVanished, Resumed)
+_OWN_EVENTS = (TimerFired, ChannelVanished, Resumed, HandedOver)
 
 
 def channel_of(event: object) -> str | None:
@@ -70,6 +71,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
         self.arrival_clock = arrival_clock
+        self._handovers: dict[str, Handover] = {}  # channel id -> a call on its way in
 
     @property
     def active_calls(self) -> int:
@@ -87,6 +89,8 @@ class Dispatcher:
         if channel_id is None:
             return
         slot = self._slots.get(channel_id)
+        if isinstance(event, ev.StasisStart) and channel_id in self._handovers:
+            slot, event = self._handed_over(channel_id), HandedOver(channel_id)
         if slot is None:
             if not isinstance(event, ev.StasisStart) or not self.accepting:
                 return
@@ -102,9 +106,34 @@ class Dispatcher:
             task.add_done_callback(self._tasks.discard)
 
     def holds(self, channel_id: str) -> bool:
-        """Whether one of this dispatcher's calls has this channel (the ami mode leaves
-        those to the Stasis mode)."""
-        return channel_id in self._slots
+        """Whether one of this dispatcher's calls has this channel, or will have it (the ami
+        mode leaves those to the Stasis mode)."""
+        return channel_id in self._slots or channel_id in self._handovers
+
+    def expect_handover(self, handover: Handover) -> None:
+        """A call of another mode is being redirected into the Stasis app: its legs'
+        StasisStart events become :class:`HandedOver` for one call with its state."""
+        for channel_id in handover.channels():
+            self._handovers[channel_id] = handover
+
+    def cancel_handover(self, handover: Handover) -> None:
+        """The redirect failed: the call stays where it was."""
+        for channel_id in handover.channels():
+            if self._handovers.get(channel_id) is handover:
+                del self._handovers[channel_id]
+
+    def _handed_over(self, channel_id: str) -> _Slot:
+        handover = self._handovers.pop(channel_id)
+        slot = self._slots.get(handover.caller)
+        if slot is None:
+            call = Call(self.ctx, handover.state, self)
+            call.handover = handover
+            slot = _Slot(call)
+            for leg, buyer in [(handover.caller, None), *handover.state.live_buyer_legs.items()]:
+                self._slots[leg] = slot
+                if buyer is not None:
+                    self.ctx.load.acquire(buyer)
+        return slot
 
     def adopt(self, state: CallState) -> Call:
         """Take over a call from its persisted state (a restarted daemon); it resumes at once."""

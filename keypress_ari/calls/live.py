@@ -17,7 +17,7 @@ from keypress_ari.calls.rules import Leg, live_group, passes_unused_digit_on, ti
 from keypress_ari.calls.scope import CallScope
 from keypress_ari.calls.state import Stage
 from keypress_ari.flows.match import Matched, match
-from keypress_ari.flows.model import FlowGroup
+from keypress_ari.flows.model import Flow, FlowGroup
 
 
 class LiveControl:
@@ -50,18 +50,35 @@ class LiveControl:
                        matched=False, reason=result.reason, passed_on=forwarded)
             return
         label = f"{group.name}/{result.label}"
-        if result.flow.buyer_conference_time_limit is not None:
-            entered = st.buyer_entered_at
-            seconds = ctx.clock() - entered if entered is not None else None
-            verdict = time_limit(result.flow, "live", seconds)
-            if verdict is not None and verdict.ignored:
-                ctx.record(st, EventKind.KEY_PRESS, leg=leg, digit=digit, flow=label,
-                           duration_ms=duration_ms, matched=True, ignored=True,
-                           reason=verdict.verdict)
-                return
+        late = self._too_late(result.flow)
+        if late is not None:
+            ctx.record(st, EventKind.KEY_PRESS, leg=leg, digit=digit, flow=label,
+                       duration_ms=duration_ms, matched=True, ignored=True, reason=late)
+            return
         ctx.record(st, EventKind.KEY_PRESS, leg=leg, digit=digit, flow=label,
                    duration_ms=duration_ms, matched=True)
         await self._flows.run(result.flow, label, leg=leg, phase="live")
+
+    def would_run(self, leg: Leg, digit: str) -> Flow | None:
+        """The flow :meth:`digit` would run for this press (matched, not too late), or None;
+        records nothing."""
+        group = self.group(leg)
+        if group is None:
+            return None
+        result = match(group, digit, self._scope.st.data)
+        if not isinstance(result, Matched) or self._too_late(result.flow) is not None:
+            return None
+        return result.flow
+
+    def _too_late(self, flow: Flow) -> str | None:
+        """Why a matched flow is ignored: past its buyer conference time limit."""
+        if flow.buyer_conference_time_limit is None:
+            return None
+        scope = self._scope
+        entered = scope.st.buyer_entered_at
+        seconds = scope.ctx.clock() - entered if entered is not None else None
+        verdict = time_limit(flow, "live", seconds)
+        return verdict.verdict if verdict is not None and verdict.ignored else None
 
     async def _pass_on(self, leg: Leg, digit: str, group: FlowGroup) -> bool:
         """Send an unused digit to the other party when this leg's digits are absorbed."""

@@ -13,8 +13,10 @@ the presser, and nothing else on the other leg.
 
 The ``ami`` mode changes nothing in the dialplan: it watches ``DTMFEnd`` on every call that
 ``Dial()`` bridged and acts with AMI actions (Hangup, MuteAudio, Setvar) on either leg. It
-cannot keep a digit from the other party (AMI only watches), and does not yet hold, play
-or continue routing (those need the call moved into the Stasis app).
+cannot keep a digit from the other party (AMI only watches). What AMI cannot do (hold,
+play, continue routing) it does by moving the call into the Stasis app
+(``calls.handover``), after which the Stasis mode carries it: such a group must list
+``stasis`` in its modes too.
 """
 
 from __future__ import annotations
@@ -30,27 +32,35 @@ MODES: tuple[Mode, ...] = ("stasis", "fastagi", "ami")
 Leg = Literal["caller", "buyer"]
 
 
-def _ami_problems(key: str, continue_routing: bool, controls: list[tuple[str, str | None]]
-                  ) -> Iterator[tuple[tuple[str | int, ...], str]]:
+_MOVES = ("moves the call into the Stasis app, which then carries it: list stasis in the "
+          "group's modes too")
+
+
+def _ami_problems(key: str, continue_routing: bool, controls: list[tuple[str, str | None]],
+                  with_stasis: bool) -> Iterator[tuple[tuple[str | int, ...], str]]:
     if key == NO_KEY_PRESS:
         yield ("key",), ("no_key_press runs when a router prompt times out, and only the "
                          "stasis mode plays prompts")
+    if with_stasis:
+        return
     if continue_routing:
-        yield ("continue_routing",), "continue routing is not built for the ami mode yet"
+        yield ("continue_routing",), f"continue routing in the ami mode {_MOVES}"
     for i, (kind, _) in enumerate(controls):
         if kind in ("hold_consumer", "unhold_consumer", "play"):
-            yield ("call_control_actions", i), f"{kind} is not built for the ami mode yet"
+            yield ("call_control_actions", i), f"{kind} in the ami mode {_MOVES}"
 
 
 def flow_problems(key: str, continue_routing: bool, controls: list[tuple[str, str | None]],
-                  mode: Mode, leg: Leg | None) -> Iterator[tuple[tuple[str | int, ...], str]]:
+                  mode: Mode, leg: Leg | None, *, with_stasis: bool = False
+                  ) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Why a flow cannot run in ``mode`` on ``leg`` (None: the leg is not known yet):
     ``(location under the flow, message)`` pairs. ``controls`` holds each call control
-    action's kind and, for ``play``, its target."""
+    action's kind and, for ``play``, its target; ``with_stasis``: the group lists the stasis
+    mode too (the ami mode may then move a call there)."""
     if mode == "stasis":
         return
     if mode == "ami":
-        yield from _ami_problems(key, continue_routing, controls)
+        yield from _ami_problems(key, continue_routing, controls, with_stasis)
         return
     if key == NO_KEY_PRESS:
         yield ("key",), ("no_key_press runs when a router prompt times out, and only the "
@@ -82,7 +92,8 @@ def check_group_modes(group: Any, leg: Leg | None, problem: Problem) -> None:
             controls = [(a.kind, a.to if a.kind == "play" else None)
                         for a in flow.call_control_actions]
             for where, message in flow_problems(flow.key, flow.continue_routing, controls,
-                                                mode, leg):
+                                                mode, leg,
+                                                with_stasis="stasis" in group.modes):
                 raise problem(("flows", pos, *where), f"mode {mode}: {message}")
 
 

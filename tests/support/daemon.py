@@ -112,7 +112,8 @@ ADMIN_TOKEN = "test-admin-token"
 
 def daemon_settings(asterisk: Any, dsn: str, *, admin: bool = False,
                     state_dir: Path | None = None, journal_max_bytes: int | None = None,
-                    agi: bool = False, ami: bool = False, **calls: Any) -> Settings:
+                    agi: bool = False, ami: bool = False, ami_port: int | None = None,
+                    ami_handover: str = "keypress-handover", **calls: Any) -> Settings:
     journal = JournalSettings() if state_dir is None else JournalSettings(state_dir=state_dir)
     if journal_max_bytes is not None:
         journal = journal.model_copy(update={"max_bytes": journal_max_bytes})
@@ -125,8 +126,8 @@ def daemon_settings(asterisk: Any, dsn: str, *, admin: bool = False,
         journal=journal,
         # the fastagi mode, on the port the test Asterisk's applicationmap sends to
         agi=AgiSettings(enabled=agi, port=asterisk.agi_port),
-        ami=AmiSettings(enabled=ami, port=asterisk.ami_port, user=asterisk.ami_user,
-                        secret=asterisk.ami_password),
+        ami=AmiSettings(enabled=ami, port=ami_port or asterisk.ami_port, user=asterisk.ami_user,
+                        secret=asterisk.ami_password, handover_context=ami_handover),
     )
 
 
@@ -136,19 +137,21 @@ async def daemon_factory(asterisk: Any, pg_dsn: str, db: Any, tmp_path: Path) ->
     """``await daemon_factory(**call_settings)`` starts a daemon; all are stopped after the
     test, once the channels still up were hung up (so their calls are closed in the log).
 
-    ``dsn`` replaces the test database's (e.g. through a ``TcpProxy``); every daemon gets
+    ``dsn`` replaces the test database's (e.g. through a ``TcpProxy``), ``ami_port`` the
+    test Asterisk's AMI port (the same); every daemon gets
     a fresh journal state directory under the test's ``tmp_path`` unless ``state_dir`` is
     given (a test that restarts a daemon on the same journal); ``journal_max_bytes`` too."""
     started: list[Daemon] = []
 
     async def start(*, admin: bool = False, dsn: str | None = None,
                     state_dir: Path | None = None, journal_max_bytes: int | None = None,
-                    agi: bool = False, ami: bool = False, **calls: Any) -> RunningDaemon:
+                    agi: bool = False, ami: bool = False, ami_port: int | None = None,
+                    ami_handover: str = "keypress-handover", **calls: Any) -> RunningDaemon:
         if state_dir is None:
             state_dir = tmp_path / f"daemon-state-{len(started) + 1}"
         d = Daemon(daemon_settings(asterisk, dsn or pg_dsn, admin=admin, state_dir=state_dir,
                                    journal_max_bytes=journal_max_bytes, agi=agi, ami=ami,
-                                   **calls))
+                                   ami_port=ami_port, ami_handover=ami_handover, **calls))
         watch = LogWatch()
         await d.start()
         started.append(d)

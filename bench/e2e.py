@@ -34,7 +34,7 @@ import contextlib
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,12 +60,17 @@ flow_groups:
     modes: [fastagi]
     flows:
       - {key: "2", disposition: bench_done}
+  - name: bench-ami
+    modes: [ami]
+    flows:
+      - {key: "2", disposition: bench_done}
 routers:
   - {name: bench-e2e, request_key_press: true, press_1_timeout: 60, flow_group: bench-e2e}
   - {name: bench-agi, request_key_press: false}
 numbers:
   - {number: "18005550300", router: bench-e2e}
   - {number: "18005550301", router: bench-agi, keypress_controls: true, flow_group: bench-agi}
+  - {number: "18005550302", router: bench-agi, keypress_controls: true, flow_group: bench-ami}
 """
 
 class MinimalAriApp:
@@ -113,8 +118,8 @@ class AppProcess:
         await stop_process(self.proc, 10)
 
 
-async def start_daemon_process(asterisk: Any, ari: AriClient, dsn: str,
-                               workdir: Path) -> AppProcess:
+async def start_daemon_process(asterisk: Any, ari: AriClient, dsn: str, workdir: Path,
+                               extra_env: dict[str, str] | None = None) -> AppProcess:
     """``keypress-ari run`` as the tests start it (``tests/support/process.py``), with its
     admin API on a free port, logging warnings only, on the bench's event loop."""
     token = uuid.uuid4().hex
@@ -123,6 +128,10 @@ async def start_daemon_process(asterisk: Any, ari: AriClient, dsn: str,
     env.update({"KEYPRESS_AGI__ENABLED": "true", "KEYPRESS_AGI__PORT": str(asterisk.agi_port),
                 "KEYPRESS_LOG__LEVEL": "warning", "KEYPRESS_ADMIN__PORT": str(admin_port),
                 "KEYPRESS_ADMIN__TOKEN": token, "KEYPRESS_RUNTIME__EVENT_LOOP": procs.EVENT_LOOP})
+    env.update({"KEYPRESS_AMI__PORT": str(asterisk.ami_port),  # the ami mode, when enabled
+                "KEYPRESS_AMI__USER": asterisk.ami_user,
+                "KEYPRESS_AMI__SECRET": asterisk.ami_password})
+    env.update(extra_env or {})
     proc = await spawn_daemon(env, workdir / "daemon.log", ari)
     return AppProcess(proc, f"http://127.0.0.1:{admin_port}", token)
 
@@ -275,58 +284,82 @@ async def _fresh_database(admin_dsn: str) -> tuple[str, Callable[[], Any]]:
     return dsn, drop
 
 
-async def run_e2e(*, calls: int = 50, concurrency: int = 4, admin_dsn: str,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
+@dataclass
+class Bench:
+    """What an end-to-end run works with: an Asterisk, a fresh database with the catalog, AMI
+    (every event, stamped), an ARI client for the apps, and the run's results."""
+
+    asterisk: Any
+    dsn: str
+    ami: AmiClient
+    info: AriClient
+    out: dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def bench_setup(admin_dsn: str, workdir_prefix: str, extra_env: dict[str, str] | None
+                      = None) -> AsyncIterator[tuple[Bench, AppProcess]]:
+    """Start Asterisk (free test ports), the database, the daemon and the minimal app; stop
+    them all afterwards. Yields the bench and the daemon's process."""
+    import asyncpg
+
     from keypress_ari.flows.yamlio import load_catalog_yaml
     from keypress_ari.store.catalog import import_catalog
     from tests.support.asterisk import AsteriskServer
-    from tests.support.caller import TestCaller
 
     asterisk = AsteriskServer.on_free_ports()
     await asterisk.start()
-    out: dict[str, Any] = {"variants": {}}
     dsn, drop = await _fresh_database(admin_dsn)
-    caller = TestCaller(asterisk.base_url, asterisk.ari_user, asterisk.ari_password,
-                        app="kp-bench-drv")
-    ami = AmiClient("127.0.0.1", asterisk.ami_port)
-    info = AriClient(asterisk.base_url, asterisk.ari_user, asterisk.ari_password,
-                     app="kp-bench-drv")
+    bench = Bench(asterisk, dsn, AmiClient("127.0.0.1", asterisk.ami_port),
+                  AriClient(asterisk.base_url, asterisk.ari_user, asterisk.ari_password,
+                            app="kp-bench-drv"), {"variants": {}})
     try:
-        data = await info._request("GET", "/asterisk/info")
-        out["asterisk_version"] = (data or {}).get("system", {}).get("version", "?")
-        await ami.connect(asterisk.ami_user, asterisk.ami_password)
-        await caller.start()
-        import asyncpg
-
+        data = await bench.info._request("GET", "/asterisk/info")
+        bench.out["asterisk_version"] = (data or {}).get("system", {}).get("version", "?")
+        await bench.ami.connect(asterisk.ami_user, asterisk.ami_password)
         conn = await asyncpg.connect(dsn)
         try:
             await import_catalog(conn, load_catalog_yaml(E2E_CATALOG, "bench-e2e.yaml"))
         finally:
             await conn.close()
         apps: list[AppProcess] = []
-        with tempfile.TemporaryDirectory(prefix="kp-bench-e2e-") as workdir:
+        with tempfile.TemporaryDirectory(prefix=workdir_prefix) as workdir:
             try:  # the apps stop before their directory goes
-                daemon = await start_daemon_process(asterisk, info, dsn, Path(workdir))
+                daemon = await start_daemon_process(asterisk, bench.info, dsn, Path(workdir),
+                                                    extra_env)
                 apps.append(daemon)
-                apps.append(await start_minimal_process(asterisk, info))
-                # The three variants' calls interleaved (same moments, same load on Asterisk).
-                results = await run_interleaved(caller, ami, VARIANTS, calls, concurrency)
-                for name, result in results.items():
-                    out["variants"][name] = summarize_variant(name, result, log)
-                out["daemon_dtmf_to_request"] = await daemon_dtmf_histogram(daemon)
+                apps.append(await start_minimal_process(asterisk, bench.info))
+                yield bench, daemon
                 await asterisk.cleanup_channels()
             finally:
                 for app in apps:
                     await app.stop()
     finally:
-        await info.close()
-        await caller.close()
-        await ami.close()
+        await bench.info.close()
+        await bench.ami.close()
         await asterisk.stop()
         await drop()
-    out["calls_per_variant"] = calls
-    out["concurrency"] = concurrency
-    return out
+
+
+async def run_e2e(*, calls: int = 50, concurrency: int = 4, admin_dsn: str,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    from tests.support.caller import TestCaller
+
+    async with bench_setup(admin_dsn, "kp-bench-e2e-") as (bench, daemon):
+        asterisk = bench.asterisk
+        caller = TestCaller(asterisk.base_url, asterisk.ari_user, asterisk.ari_password,
+                            app="kp-bench-drv")
+        await caller.start()
+        try:
+            # The variants' calls interleaved (same moments, same load on Asterisk).
+            results = await run_interleaved(caller, bench.ami, VARIANTS, calls, concurrency)
+        finally:
+            await caller.close()
+        for name, result in results.items():
+            bench.out["variants"][name] = summarize_variant(name, result, log)
+        bench.out["daemon_dtmf_to_request"] = await daemon_dtmf_histogram(daemon)
+    bench.out.update(calls_per_variant=calls, concurrency=concurrency)
+    return bench.out
 
 
 def summarize_variant(name: str, result: VariantResult,

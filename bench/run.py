@@ -298,6 +298,13 @@ def table(result: dict[str, Any]) -> str:
                      _goal(r50 <= GOALS["e2e_ratio"] and r99 <= GOALS["e2e_ratio"])))
     elif e2e.get("error"):
         rows.append(("end to end on Asterisk", e2e["error"], "", ""))
+    rfc = result.get("e2e_rfc4733") or {}
+    for name, v in (rfc.get("variants") or {}).items():
+        rows.append((f"end to end, RFC 4733 digit from SIPp, DTMFEnd -> Hangup, {name}",
+                     f"p50 {_f(v['p50_ms'])} / p99 {_f(v['p99_ms'])} ms ({v['n']} calls"
+                     f"{', ' + str(v['failed']) + ' failed' if v['failed'] else ''})", "", ""))
+    if rfc.get("error"):
+        rows.append(("end to end, RFC 4733 digits", rfc["error"], "", ""))
     if ip.get("error"):
         rows.append(("in-process benchmarks", ip["error"], "", ""))
     sip = result.get("sip") or {}
@@ -383,17 +390,21 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         except Exception as exc:  # a benchmark reports, it does not fail
             result[key] = {"error": f"{type(exc).__name__}: {exc}"}
     if not args.skip_e2e:
-        log("== end to end on Asterisk (AMI timestamps)")
-        try:
-            from bench.e2e import run_e2e
+        from bench.e2e import run_e2e
+        from bench.e2e_rfc4733 import run_e2e_rfc4733
 
-            result["e2e"] = await run_e2e(
-                calls=20 if quick else 1000, concurrency=4,
-                admin_dsn=os.environ.get("KEYPRESS_TEST_DSN",
-                                         "postgresql://postgres@127.0.0.1:5432/postgres"),
-                log=log)
-        except Exception as exc:
-            result["e2e"] = {"error": f"{type(exc).__name__}: {exc}"}
+        for key, title, run_step, (few, many) in (
+                ("e2e", "end to end on Asterisk (AMI timestamps)", run_e2e, (20, 1000)),
+                ("e2e_rfc4733", "end to end with RFC 4733 digits from SIPp, every call mode "
+                 "(AMI timestamps)", run_e2e_rfc4733, (10, 200))):
+            log(f"== {title}")
+            try:
+                result[key] = await run_step(
+                    calls=few if quick else many, concurrency=4, admin_dsn=os.environ.get(
+                        "KEYPRESS_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
+                    log=log)
+            except Exception as exc:
+                result[key] = {"error": f"{type(exc).__name__}: {exc}"}
     if not args.skip_sip:
         log("== SIP load (SIPp callers and buyers through the router prompt)")
         try:

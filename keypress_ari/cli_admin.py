@@ -46,6 +46,8 @@ def add_parsers(sub: Any) -> None:
     sim.add_argument("--buyer-seconds", type=float, help="seconds the buyer is in the conference")
     sim.add_argument("--stage", choices=("prompt", "live"),
                      help="router prompt or live call (inferred when omitted)")
+    sim.add_argument("--mode", choices=("stasis", "fastagi", "ami"), default="stasis",
+                     help="the call mode the press comes in by (default stasis)")
     sim.add_argument("--json", action="store_true", help="print JSON")
     block = sub.add_parser("blocklist", help="blocked callers")
     bsub = block.add_subparsers(dest="action", required=True)
@@ -74,7 +76,8 @@ def _simulate(args: argparse.Namespace) -> Work:
         catalog = await load_catalog(conn)
         result = simulate(catalog, number=args.number, digit=args.digit, leg=args.leg,
                           buyer=args.buyer, tokens=dict(args.token),
-                          buyer_seconds=args.buyer_seconds, stage=args.stage)
+                          buyer_seconds=args.buyer_seconds, stage=args.stage,
+                          mode=args.mode)
         print(json.dumps(result.to_dict(), indent=2) if args.json else result.render())
         return 1 if result.outcome == INVALID else 0
     return run

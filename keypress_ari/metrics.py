@@ -279,12 +279,14 @@ class DaemonMetrics:
             self.calls_active.set_function(calls_active)
         self.key_presses = r.counter(
             "keypress_key_presses_total",
-            "Key presses by flow group, flow and outcome (matched, no_match, ignored).",
-            ("group", "flow", "outcome"))
+            "Key presses by call mode (stasis, fastagi, ami), flow group, flow and outcome "
+            "(matched, no_match, ignored).",
+            ("mode", "group", "flow", "outcome"))
         self.actions = r.counter(
             "keypress_call_control_actions_total",
-            "Call control actions run by flows, by action and outcome (ok, skipped, failed).",
-            ("action", "outcome"))
+            "Call control actions run by flows, by call mode, action and outcome (ok, "
+            "skipped, failed).",
+            ("mode", "action", "outcome"))
         self.webhooks = r.counter(
             "keypress_webhook_deliveries_total", "Webhook deliveries by outcome.", ("outcome",))
         self.dtmf_to_ari = r.histogram(
@@ -325,10 +327,13 @@ class DaemonMetrics:
         kind = op.kind
         if kind == EventKind.KEY_PRESS:
             group, flow = _split_flow(op.flow)
-            self.key_presses.child(group, flow, press_outcome(op.detail)).inc()
+            detail = op.detail
+            self.key_presses.child(str(detail.get("mode", "stasis")), group, flow,
+                                   press_outcome(detail)).inc()
         elif kind == EventKind.CALL_CONTROL_ACTION:
             detail = op.detail
-            self.actions.child(str(detail.get("action", "unknown")),
+            self.actions.child(str(detail.get("mode", "stasis")),
+                               str(detail.get("action", "unknown")),
                                str(detail.get("outcome", "unknown"))).inc()
 
     def observe_webhook(self, outcome: str) -> None:

@@ -14,6 +14,11 @@ scenarios through a real call and through this, and compares):
 The stage is inferred when not given: ``prompt`` for the caller when no buyer is named, no
 ``buyer_seconds`` is given and the router requests a key press; ``live`` otherwise.
 
+``mode`` is the call mode the press comes in by (``stasis``, ``fastagi``, ``ami``): a group
+that does not list it does not listen; an unused digit reaches the other party or not as
+that mode does; an ami call whose flow needs the Stasis app (hold, play, continue routing)
+is moved there first.
+
 Filters see the call data a real call has (``caller_number``, ``caller_name``,
 ``dialled_number``, ``number``, ``router``; ``buyer`` once a buyer is dialled), then the given
 tokens (which may override call data, as channel tokens do).
@@ -25,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from keypress_ari.calls.handover import needs_stasis
 from keypress_ari.calls.rules import (
     ContinueRouting,
     FlowMiss,
@@ -45,6 +51,7 @@ from keypress_ari.calls.rules import (
 )
 from keypress_ari.flows.match import Matched, NoMatch, match
 from keypress_ari.flows.model import CallControlAction, Catalog, Flow, FlowGroup
+from keypress_ari.flows.modes import MODES
 from keypress_ari.flows.syntax import KEYS, NO_KEY_PRESS
 
 __all__ = ["FlowMiss", "SimulationResult", "TimeLimit", "WouldRun", "simulate"]
@@ -73,6 +80,7 @@ class SimulationResult:
     digit: str
     leg: str
     stage: str
+    mode: str = "stasis"
     outcome: str = NO_FLOWS
     reason: str = ""
     router: str | None = None
@@ -85,6 +93,7 @@ class SimulationResult:
     misses: list[FlowMiss] = field(default_factory=list)
     time_limit: TimeLimit | None = None
     would_run: WouldRun | None = None
+    moves_to_stasis: str | None = None  # ami: what needs the call moved into the Stasis app
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (``json.dumps`` works on it as is)."""
@@ -92,7 +101,8 @@ class SimulationResult:
 
     def render(self) -> str:
         """A human-readable account, for the CLI."""
-        lines = [f"number {self.number}  digit {self.digit}  leg {self.leg}  stage {self.stage}"]
+        lines = [f"number {self.number}  digit {self.digit}  leg {self.leg}  stage {self.stage}"
+                 f"  mode {self.mode}"]
         if self.router or self.buyer:
             lines.append(f"router {self.router or '-'}  buyer {self.buyer or '-'}")
         if self.group_reason:
@@ -202,6 +212,7 @@ def simulate(
     tokens: Mapping[str, str] | None = None,
     buyer_seconds: float | None = None,
     stage: PressPhase | None = None,
+    mode: str = "stasis",
 ) -> SimulationResult:
     """What pressing ``digit`` on ``leg`` of a call to ``number`` would do."""
     if leg == "buyer":
@@ -212,8 +223,13 @@ def simulate(
         live = buyer is not None or buyer_seconds is not None
         stage = "prompt" if not live and router is not None and router.request_key_press \
             else "live"
-    res = SimulationResult(number=number, digit=digit, leg=leg, stage=stage,
+    if mode != "stasis" and leg == "caller" and stage == "prompt":
+        stage = "live"  # only the stasis mode has a router prompt
+    res = SimulationResult(number=number, digit=digit, leg=leg, stage=stage, mode=mode,
                            router=router.name if router else None, buyer=buyer)
+    if mode not in MODES:
+        res.outcome, res.reason = INVALID, f"mode must be one of {', '.join(MODES)}"
+        return res
     if leg not in ("caller", "buyer"):
         res.outcome, res.reason = INVALID, f"leg must be caller or buyer, got {leg!r}"
         return res
@@ -233,6 +249,10 @@ def simulate(
         if res.outcome != INVALID:
             res.reason = f"no key press flows on the {leg} leg"
         return res
+    if mode not in group.modes:
+        res.reason = (f"flow group {group.name} does not list {mode} in its modes: "
+                      f"its flows do not run on {mode} calls")
+        return res
     if stage == "prompt":
         _at_prompt(res, group)
         return res
@@ -240,12 +260,30 @@ def simulate(
     res.misses = explain_misses(group, digit, result, res.call_data)
     if isinstance(result, NoMatch):
         res.outcome = NO_MATCH
-        res.reason = (f"{result.reason}; on a bridged call the digit is passed on"
-                      if passes_unused_digit_on(group, bridged=True) else
-                      f"{result.reason}; the digit already reaches the other party")
+        res.reason = f"{result.reason}; {_unused_digit(group, digit, mode)}"
         return res
     _matched(res, group, result, "live", buyer_seconds)
+    moved = needs_stasis(result.flow) if mode == "ami" else None
+    if moved is not None and res.would_run is not None:
+        res.moves_to_stasis = moved
+        first = (f"the call is moved into the Stasis app first ({moved}: AMI Redirect of "
+                 "both legs), which then carries it")
+        then = res.would_run.then
+        res.would_run.then = f"{first}; {then}" if then else first
     return res
+
+
+def _unused_digit(group: FlowGroup, digit: str, mode: str) -> str:
+    """What becomes of a digit no flow took, in ``mode``."""
+    if mode == "ami":
+        return "the digit reaches the other party (AMI only watches)"
+    if mode == "fastagi":
+        if any(f.key == digit for f in group.flows):
+            return "the key is in the applicationmap: it does not reach the other party"
+        return "the key is not in the applicationmap: it reaches the other party"
+    if passes_unused_digit_on(group, bridged=True):
+        return "on a bridged call the digit is passed on"
+    return "the digit already reaches the other party"
 
 
 def _at_prompt(res: SimulationResult, group: FlowGroup) -> None:

@@ -328,9 +328,16 @@ async def test_simulate_explains_a_filter_miss_and_touches_nothing(api: Api,
     status, body = await api.call("POST", "/simulate", {"number": "18005550100", "digit": "2"})
     assert body["matched"] == "press-one/nope"
     assert body["would_run"]["disposition"] == "not_interested"
+    status, body = await api.call("POST", "/simulate", {"number": "18005550100", "digit": "2",
+                                                        "mode": "ami"})
+    assert status == 200 and body["mode"] == "ami" and body["outcome"] == "no_flows"
+    assert body["stage"] == "live"  # only the stasis mode has a router prompt
     status, err = await api.call("POST", "/simulate", {"number": "1", "digit": "1",
                                                        "leg": "agent"})
     assert status == 422 and err["path"] == "leg"
+    status, err = await api.call("POST", "/simulate", {"number": "1", "digit": "1",
+                                                       "mode": "sip"})
+    assert status == 422 and err["path"] == "mode"
     async with db.acquire() as conn:
         assert await conn.fetchval("SELECT version FROM catalog_state") == before
         assert await conn.fetchval("SELECT count(*) FROM calls") == 0

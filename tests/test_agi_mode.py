@@ -19,6 +19,7 @@ import pytest
 from keypress_ari.calllog.ops import CallEvent, CallOpened, CallUpdated, Op
 from tests.support.buyers import BuyerPhone, TestBuyers
 from tests.support.daemon import RunningDaemon
+from tests.support.prom import sample
 
 NUMBER = "18005550177"
 
@@ -95,7 +96,12 @@ async def test_agent_press_ends_the_call_with_its_disposition(
     call_id = (await opened(agi_daemon)).call_id
     press = await agi_daemon.watch.event(call_id, "key_press", leg="buyer", digit="1")
     assert press.detail["matched"] is True and press.flow == "agent-keys/not-qualified"
-    await agi_daemon.watch.event(call_id, "disposition", disposition="not_qualified")
+    assert press.detail["mode"] == "fastagi"
+    done = await agi_daemon.watch.event(call_id, "disposition", disposition="not_qualified")
+    assert done.detail["mode"] == "fastagi"
+    assert sample(agi_daemon.daemon.metrics.render(), "keypress_key_presses_total",
+                  mode="fastagi", group="agent-keys", flow="not-qualified",
+                  outcome="matched") == 1
     # both legs hung up by the daemon through AGI
     await call.wait_hangup(10)
     await phone.wait_hangup(10)

@@ -273,3 +273,21 @@ async def test_a_peer_that_stops_answering_is_noticed(fake_ami: tuple[FakeAmi, i
     await fake.until(lambda: fake.logins >= 2)
     assert "Ping" in client.last_error
     await stop(client, task)
+
+
+def test_a_new_login_forgets_the_channels_it_does_not_list() -> None:
+    t = CallTracker()
+    dial_call(t, 1)
+    dial_call(t, 2)
+    t.begin_listing()  # AMI came back: call 1 is still up, call 2 died meanwhile
+    for uid, name in (("1.1", "PJSIP/in-1"), ("1.2", "PJSIP/acme-1")):
+        t.feed({"Event": "CoreShowChannel", "Uniqueid": uid, "Linkedid": "1.1",
+                "Channel": name})
+    t.feed({"Event": "Newchannel", "Uniqueid": "3.1", "Linkedid": "3.1", "Channel": "X"})
+    t.end_listing()
+    assert t.has_channels("1.1") and t.has_channels("3.1")  # listed / born meanwhile
+    assert not t.has_channels("2.1") and t.calls == 2
+    t.expect("9.1", "PJSIP/in-9", "PJSIP/acme-9", "18005550100", None)
+    t.begin_listing()
+    t.end_listing()
+    assert not t.has_channels("9.1") and t.calls == 1  # expected: kept for its owner to close

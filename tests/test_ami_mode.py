@@ -15,6 +15,7 @@ from tests.support.audio import hears, hears_music, stays_quiet
 from tests.support.buyers import BuyerPhone, TestBuyers
 from tests.support.daemon import RunningDaemon
 from tests.support.process import until
+from tests.support.prom import sample
 from tests.support.tcpproxy import TcpProxy
 
 NUMBER = "18005550188"
@@ -38,6 +39,7 @@ flow_groups:
     modes: [ami]
     flows:
       - {key: "0", name: qualify, extra_tokens: {qualified: "yes"}}
+      - {key: "9", name: caller-done, disposition: caller_done}
   - name: prompt
     flows:
       - {key: "1", disposition: stasis_sale}
@@ -92,18 +94,27 @@ async def sale_ends_one_log(running: RunningDaemon, call: Any, phone: BuyerPhone
     assert sum(e.kind == "call_started" for e in events) == 1
 
 
-async def test_agent_key_ends_the_call_over_ami(ami_daemon: RunningDaemon,
-                                               test_caller: Any) -> None:
-    call, phone = await dial_call(test_caller, "5551240001")
-    await phone.press("1")
+@pytest.mark.parametrize("leg, digit, flow, disposition", [
+    ("buyer", "1", "agent-keys/not-qualified", "not_qualified"),
+    ("caller", "9", "caller-keys/caller-done", "caller_done"),
+])
+async def test_a_key_ends_the_call_over_ami(ami_daemon: RunningDaemon, test_caller: Any,
+                                           leg: str, digit: str, flow: str,
+                                           disposition: str) -> None:
+    call, phone = await dial_call(test_caller, f"555124000{digit}")
+    await (phone if leg == "buyer" else call).press(digit)
     call_id = await opened(ami_daemon)
-    press = await ami_daemon.watch.event(call_id, "key_press", leg="buyer", digit="1")
-    assert press.flow == "agent-keys/not-qualified" and press.detail["duration_ms"] >= 50
-    await ami_daemon.watch.event(call_id, "disposition", disposition="not_qualified")
+    press = await ami_daemon.watch.event(call_id, "key_press", leg=leg, digit=digit)
+    assert press.flow == flow and press.detail["duration_ms"] >= 50
+    assert press.detail["mode"] == "ami"
+    group, label = flow.split("/")
+    assert sample(ami_daemon.daemon.metrics.render(), "keypress_key_presses_total",
+                  mode="ami", group=group, flow=label, outcome="matched") == 1
+    await ami_daemon.watch.event(call_id, "disposition", disposition=disposition)
     await call.wait_hangup(10)
-    await phone.wait_hangup(10)
+    await phone.wait_hangup(10)  # both legs: AMI Hangup
     row, events = await ami_daemon.stored(call_id)
-    assert row.disposition == "not_qualified" and row.ended_by == "daemon"
+    assert row.disposition == disposition and row.ended_by == "daemon"
     started = events[0].detail
     assert started["mode"] == "ami" and started["buyer"] == "acme"
     calls = ami_daemon.daemon.ami_calls
@@ -188,9 +199,11 @@ async def test_continue_routing_moves_the_call_into_stasis(ami_daemon: RunningDa
     call_id = await opened(ami_daemon)
     moving = await ami_daemon.watch.event(call_id, "moving_to_stasis")
     assert moving.detail["reason"] == "continue routing" and moving.digit == "7"
+    assert moving.detail["mode"] == "ami"
     await ami_daemon.watch.event(call_id, "entered_stasis")
     press = await ami_daemon.watch.event(call_id, "key_press", leg="buyer", digit="7")
     assert press.flow == "agent-keys/transfer"
+    assert press.detail["mode"] == "stasis"  # handled by the Stasis mode, once moved
     await phone.wait_hangup(10)  # acme is dropped
     globex = await TestBuyers.of(test_caller).next_leg("globex")
     await globex.answer()

@@ -53,20 +53,35 @@ numbers:
 
 
 async def start_daemon(asterisk: AsteriskServer, dsn: str, *, ari_port: int | None = None,
+                       catalog: str | None = None, ami: bool = False,
                        **calls: Any) -> RunningDaemon:
-    settings = daemon_settings(asterisk, dsn, **calls)
+    """A daemon reconnecting fast (ARI, and AMI when ``ami``), with ``catalog`` loaded."""
+    settings = daemon_settings(asterisk, dsn, ami=ami, **calls)
     port = ari_port or asterisk.http_port
     settings.ari = AriSettings(url=f"http://127.0.0.1:{port}/ari", user=asterisk.ari_user,
                                password=asterisk.ari_password, reconnect_max_backoff=0.3)
+    settings.ami = settings.ami.model_copy(update={"reconnect_max_backoff": 0.3})
     d = Daemon(settings)
     watch = LogWatch()
     await d.start()
     assert d.calllog is not None and d.stream is not None
     d.calllog.add_listener(watch)
     await d.wait_resyncs(1, 10)
+    if d.ami is not None:
+        await d.ami.wait_connected(10)
     running = RunningDaemon(d, watch)
-    await running.load(CATALOG)
+    await running.load(catalog or CATALOG)
     return running
+
+
+async def shut_down(caller: TestCaller, kp: RunningDaemon,
+                    *servers: AsteriskServer | None) -> None:
+    """After an Asterisk restart test: the caller, the daemon, then every Asterisk."""
+    await caller.close()
+    await kp.daemon.stop()
+    for server in servers:
+        if server is not None:
+            await server.stop()
 
 
 @pytest.fixture
@@ -166,11 +181,7 @@ async def test_asterisk_restart(pg_dsn: str, db: Any) -> None:
         again_id = await kp.watch.call_id_for(again.remote_id)
         await kp.watch.event(again_id, "bridged")  # new calls are taken
     finally:
-        await caller.close()
-        await kp.daemon.stop()
-        for server in (first, second):
-            if server is not None:
-                await server.stop()
+        await shut_down(caller, kp, first, second)
 
 
 async def test_a_slow_ari_request_does_not_hold_other_calls(

@@ -43,7 +43,7 @@ def test_rows_wait_for_the_writer_and_keep_their_order_and_time() -> None:
     assert ctx.calllog.backlog == 2 and ctx.staged() == 0
     rows = [op for op in seen if isinstance(op, CallEvent)]
     assert [(r.seq, r.kind) for r in rows] == [(1, "key_press"), (2, "disposition")]
-    assert rows[0].detail == {"matched": True} and rows[0].digit == "1"
+    assert rows[0].detail == {"matched": True, "mode": "stasis"} and rows[0].digit == "1"
     assert before - 0.001 <= rows[0].at.timestamp() <= after + 0.001  # taken at record time
     assert rows[0].at.tzinfo is UTC
 

@@ -38,6 +38,9 @@ async def test_simulate_text_and_json(pg_dsn: str, db: asyncpg.Pool) -> None:
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["matched"] == "press-one/ca" and data["would_run"]["continue_routing"]
+    out = cli(pg_dsn, "simulate", "--number", "18005550100", "--digit", "1", "--mode", "ami")
+    # no router prompt outside the stasis mode: the live call, whose number has no controls
+    assert "stage live  mode ami" in out.stdout and "no key press flows on the caller" in out.stdout
     out = cli(pg_dsn, "simulate", "--number", "999", "--digit", "1")
     assert out.returncode == 1 and "unknown number" in out.stdout
     out = cli(pg_dsn, "simulate", "--number", "1", "--digit", "1", "--token", "novalue")

@@ -3,7 +3,6 @@ readiness, and metrics that count what the call did."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import aiohttp
@@ -12,6 +11,7 @@ import pytest
 from keypress_ari.ari.events import StasisStart
 from tests.support.buyers import TestBuyers
 from tests.support.daemon import ADMIN_TOKEN, RunningDaemon
+from tests.support.prom import sample
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.pg]
 
@@ -32,15 +32,6 @@ numbers:
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def sample(text: str, name: str, **labels: str) -> float:
-    """One sample's value from Prometheus text (0 when absent)."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def test_a_flow_changed_through_the_api_applies_to_the_next_press(
@@ -78,7 +69,7 @@ async def test_a_flow_changed_through_the_api_applies_to_the_next_press(
         async with http.get(f"{base}/metrics") as resp:
             assert resp.status == 200
             text = await resp.text()
-    assert sample(text, "keypress_key_presses_total", group="agent", flow="mute",
+    assert sample(text, "keypress_key_presses_total", mode="stasis", group="agent", flow="mute",
                   outcome="matched") == 1
     assert sample(text, "keypress_key_presses_total", group="agent", flow="outcome",
                   outcome="matched") == 1

@@ -63,6 +63,9 @@ def test_key_presses_and_actions_from_call_log_ops() -> None:
                        outcome="ok"))
     m.observe_op(event("call_control_action", "agent/mute", action="mute_consumer",
                        outcome="failed"))
+    m.observe_op(event("key_press", "agent/back", matched=True, mode="ami"))
+    m.observe_op(event("call_control_action", "agent/mute", action="mute_consumer",
+                       outcome="ok", mode="fastagi"))
     m.observe_op(event("tokens_set", tokens={}))
     m.observe_op(object())
     m.observe_webhook("delivered")
@@ -77,12 +80,17 @@ def test_key_presses_and_actions_from_call_log_ops() -> None:
     }
     assert s[("keypress_calls_active", ())] == 5
     kp = "keypress_key_presses_total"
-    assert s[(kp, (("flow", "key 1 #2"), ("group", "press-one"), ("outcome", "matched")))] == 2
-    assert s[(kp, (("flow", "none"), ("group", "none"), ("outcome", "no_match")))] == 1
-    assert s[(kp, (("flow", "back"), ("group", "agent"), ("outcome", "ignored")))] == 1
+    stasis = ("mode", "stasis")  # rows without a mode are the stasis mode's
+    assert s[(kp, (("flow", "key 1 #2"), ("group", "press-one"), stasis,
+                   ("outcome", "matched")))] == 2
+    assert s[(kp, (("flow", "none"), ("group", "none"), stasis, ("outcome", "no_match")))] == 1
+    assert s[(kp, (("flow", "back"), ("group", "agent"), stasis, ("outcome", "ignored")))] == 1
+    assert s[(kp, (("flow", "back"), ("group", "agent"), ("mode", "ami"),
+                   ("outcome", "matched")))] == 1
     act = "keypress_call_control_actions_total"
-    assert s[(act, (("action", "mute_consumer"), ("outcome", "ok")))] == 1
-    assert s[(act, (("action", "mute_consumer"), ("outcome", "failed")))] == 1
+    assert s[(act, (("action", "mute_consumer"), stasis, ("outcome", "ok")))] == 1
+    assert s[(act, (("action", "mute_consumer"), stasis, ("outcome", "failed")))] == 1
+    assert s[(act, (("action", "mute_consumer"), ("mode", "fastagi"), ("outcome", "ok")))] == 1
     assert s[("keypress_webhook_deliveries_total", (("outcome", "delivered"),))] == 1
 
 

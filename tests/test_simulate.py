@@ -191,3 +191,61 @@ numbers: [{number: "5", router: r}]
     assert r.would_run is not None and len(r.would_run.webhook_actions) == 1
     assert "crm.example" in json.dumps(r.would_run.webhook_actions)
     assert "webhook" in r.render()
+
+
+MODES_CATALOG = """
+flow_groups:
+  - name: agent
+    modes: [stasis, ami]
+    flows:
+      - {key: "1", name: sale, disposition: sale}
+      - {key: "4", name: hold, call_control_actions: [hold_consumer]}
+      - {key: "7", name: next, continue_routing: true}
+  - name: agi
+    modes: [fastagi]
+    flows:
+      - {key: "1", filters: [{token: vip, op: "==", value: "yes"}], disposition: vip}
+routers: [{name: r, request_key_press: false, buyers: [acme]}]
+buyers:
+  - {name: acme, endpoint: "PJSIP/acme", forwards_to_external_agent: true, flow_group: agent}
+numbers:
+  - {number: "100", router: r, keypress_controls: true, flow_group: agi}
+"""
+
+
+@pytest.mark.parametrize("mode, outcome, fragment", [
+    ("stasis", "matched", ""),
+    ("ami", "matched", ""),
+    ("fastagi", "no_flows", "flow group agent does not list fastagi in its modes"),
+    ("sip", "invalid", "mode must be one of stasis, fastagi, ami"),
+])
+def test_a_group_listens_only_in_its_modes(mode: str, outcome: str, fragment: str) -> None:
+    cat = load_catalog_yaml(MODES_CATALOG, "modes.yaml")
+    res = simulate(cat, number="100", digit="1", leg="buyer", buyer="acme", mode=mode)
+    assert (res.outcome, res.mode) == (outcome, mode)
+    assert fragment in res.reason
+    assert res.moves_to_stasis is None  # a disposition needs no Stasis app
+
+
+@pytest.mark.parametrize("digit, moved", [("4", "hold_consumer"), ("7", "continue routing")])
+def test_ami_says_what_moves_the_call_into_stasis(digit: str, moved: str) -> None:
+    cat = load_catalog_yaml(MODES_CATALOG, "modes.yaml")
+    res = simulate(cat, number="100", digit=digit, leg="buyer", buyer="acme", mode="ami")
+    assert res.outcome == "matched" and res.moves_to_stasis == moved
+    assert res.would_run is not None
+    assert res.would_run.then.startswith("the call is moved into the Stasis app first")
+    stasis = simulate(cat, number="100", digit=digit, leg="buyer", buyer="acme")
+    assert stasis.moves_to_stasis is None
+
+
+@pytest.mark.parametrize("mode, digit, fragment", [
+    ("ami", "5", "the digit reaches the other party (AMI only watches)"),
+    ("fastagi", "1", "the key is in the applicationmap: it does not reach the other party"),
+    ("fastagi", "5", "the key is not in the applicationmap: it reaches the other party"),
+])
+def test_what_becomes_of_an_unused_digit_per_mode(mode: str, digit: str, fragment: str) -> None:
+    cat = load_catalog_yaml(MODES_CATALOG, "modes.yaml")
+    leg_args = {"leg": "buyer", "buyer": "acme"} if mode == "ami" else {"buyer": "acme"}
+    res = simulate(cat, number="100", digit=digit, mode=mode, **leg_args)  # type: ignore[arg-type]
+    assert res.outcome == "no_match", res
+    assert fragment in res.reason

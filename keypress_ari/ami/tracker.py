@@ -84,6 +84,7 @@ class CallTracker:
         self._linked: dict[str, str] = {}  # uniqueid -> linkedid
         self._native_seen: set[str] = set()
         self._roles: dict[str, tuple[str, str]] = {}  # linkedid -> (caller, buyer) names
+        self._listed: set[str] | None = None  # uniqueids seen alive since begin_listing()
 
     def expect(self, linkedid: str, caller_channel: str, buyer_channel: str, number: str,
                answered_at: float | None) -> None:
@@ -105,6 +106,24 @@ class CallTracker:
                 call.caller = uid
             elif name == roles[1]:
                 call.buyer = uid
+
+    def begin_listing(self) -> None:
+        """A fresh AMI login lists the live channels (``CoreShowChannels``): what it does not
+        list (nor any event shows alive meanwhile) hung up while AMI was away."""
+        self._listed = set()
+
+    def end_listing(self) -> None:
+        """The list is complete: forget the channels it did not show, and the calls left
+        with none (unless a restarted daemon still expects them: :meth:`expect`)."""
+        listed, self._listed = self._listed, None
+        if listed is None:
+            return
+        for linkedid, call in list(self._calls.items()):
+            for uid in [u for u in call.channels if u not in listed]:
+                del call.channels[uid]
+                self._linked.pop(uid, None)
+            if not call.channels and linkedid not in self._roles:
+                del self._calls[linkedid]
 
     def has_channels(self, linkedid: str) -> bool:
         call = self._calls.get(linkedid)
@@ -134,6 +153,8 @@ class CallTracker:
         call = self._calls.setdefault(linkedid, _Call())
         self._linked[uid] = linkedid
         call.channels.setdefault(uid, "")  # every linked channel: its hangup is awaited
+        if self._listed is not None:
+            self._listed.add(uid)
         return call
 
     def _new_channel(self, m: AmiMessage) -> None:

@@ -54,6 +54,14 @@ class EventKind(StrEnum):
     LOG_REJECTED = "log_rejected"
 
 
+# Rows that carry the call mode they happened in (``detail.mode``: stasis, fastagi, ami):
+# the presses and what they triggered (a handed-over ami call's later rows say stasis).
+MODE_KINDS = frozenset({
+    EventKind.KEY_PRESS, EventKind.RATE_LIMITED, EventKind.CALL_CONTROL_ACTION,
+    EventKind.TOKENS_SET, EventKind.DISPOSITION, EventKind.WEBHOOK_QUEUED,
+    EventKind.CONTINUE_ROUTING, EventKind.HANGUP, EventKind.MOVING_TO_STASIS,
+})
+
 PressOutcome = Literal["matched", "no_match", "ignored"]
 PRESS_OUTCOMES: tuple[PressOutcome, ...] = ("matched", "no_match", "ignored")
 

@@ -191,9 +191,11 @@ class AmiCalls:
         """After each AMI login: list the live channels (their ``CoreShowChannel`` events
         feed the tracker); :meth:`on_event` closes the calls left without channels when the
         list completes."""
+        self.tracker.begin_listing()
         try:
             await self._ami.action("CoreShowChannels")
         except AmiError as exc:
+            self.tracker.end_listing()  # nothing listed: forget nothing
             log.warning("AMI channel list failed", error=str(exc))
         try:
             reply = await self._ami.action("Command", Command="module show like bridge_native_rtp")
@@ -231,11 +233,14 @@ class AmiCalls:
                         why=self.handover_missing)
 
     def _close_vanished(self) -> None:
+        """The channel list after a login is complete: close the calls it did not show."""
+        self.tracker.end_listing()
         for linkedid, call in list(self._calls.items()):
-            if call.st is not None and not (call.ended or call.moved) and (
-                    not self.tracker.has_channels(linkedid)):
-                del self._calls[linkedid]
-                self.tracker.forget(linkedid)
+            if self.tracker.has_channels(linkedid):
+                continue
+            del self._calls[linkedid]
+            self.tracker.forget(linkedid)
+            if call.st is not None and not (call.ended or call.moved):
                 self._close(call.st, "unknown", "its channels are gone (seen at AMI login)")
 
     async def idle(self, timeout: float) -> None:

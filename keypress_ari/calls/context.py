@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from keypress_ari.ari.client import AriClient
-from keypress_ari.calllog.kinds import EventKind
+from keypress_ari.calllog.kinds import MODE_KINDS, EventKind
 from keypress_ari.calllog.ops import CallEvent, CallUpdated, Op
 from keypress_ari.calls.blocklist import Blocklist
 from keypress_ari.calls.buyer_choice import BuyerLoad
@@ -79,6 +79,8 @@ class CallContext:
         """Append one row to the call's log (never waits). Its time is taken now; it is
         numbered and queued by :meth:`flush`, in the order of the calls to ``record`` and
         :meth:`emit`."""
+        if kind in MODE_KINDS:
+            detail["mode"] = st.mode
         staged = self._staged
         staged.append((st, kind, leg, digit, flow, detail, time.time()))
         if len(staged) == 1:

@@ -62,7 +62,7 @@ class CallState:
     consumer_held: bool = False
     final_playback_id: str | None = None   # the no-buyer prompt, after which the call ends
     seq: int = 0                           # last call log sequence number used
-    mode: str = "stasis"                   # how the call reached us: stasis | fastagi
+    mode: str = "stasis"                   # how the call reached us: stasis | fastagi | ami
     linkedid: str | None = None            # Asterisk's linkedid (the fastagi mode's key)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # never changes
     dirty: bool = False

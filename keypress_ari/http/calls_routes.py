@@ -148,6 +148,8 @@ class SimulateRequest(BaseModel):
     buyer_seconds: float | None = Field(default=None, ge=0)
     stage: Literal["prompt", "live"] | None = Field(
         default=None, description="inferred when omitted")
+    mode: Literal["stasis", "fastagi", "ami"] = Field(
+        default="stasis", description="the call mode the press comes in by")
 
     @field_validator("number", "digit", mode="before")
     @classmethod
@@ -168,7 +170,8 @@ async def post_simulate(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         catalog = await load_catalog(conn)
     result = simulate(catalog, number=req.number, digit=req.digit, leg=req.leg, buyer=req.buyer,
-                      tokens=req.tokens, buyer_seconds=req.buyer_seconds, stage=req.stage)
+                      tokens=req.tokens, buyer_seconds=req.buyer_seconds, stage=req.stage,
+                      mode=req.mode)
     return json_response(result.to_dict())
 
 

@@ -159,6 +159,8 @@ def _schemas() -> dict[str, Any]:
     schemas["SimulateRequest"] = SimulateRequest.model_json_schema(ref_template=_REF)
     schemas["SimulationResult"] = {"type": "object", "properties": {
         "outcome": {"enum": ["matched", "no_match", "ignored", "no_flows", "invalid"]},
+        "mode": {"enum": ["stasis", "fastagi", "ami"]},
+        "moves_to_stasis": {"type": ["string", "null"]},
         "reason": {"type": "string"}, "group": {"type": ["string", "null"]},
         "call_data": {"type": "object", "additionalProperties": {"type": "string"}},
         "matched": {"type": ["string", "null"]},

@@ -1,6 +1,7 @@
-"""The ami mode under faults, as the Stasis mode is tested: PostgreSQL away mid-call (the
-keys are still served from memory and the log catches up), Asterisk restarted (the call
-that died with it is closed once AMI is back; new calls are served)."""
+"""The ami and fastagi modes under faults, as the Stasis mode is tested: PostgreSQL away
+mid-call (the keys are still served from memory and the log catches up), Asterisk restarted
+(the ami call that died with it is closed once AMI is back; new calls are served). The AMI
+connection cut and the daemon restarted are in test_ami_mode.py / test_agi_mode.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import asyncpg
 import pytest
 
 from keypress_ari.calllog.ops import CallOpened
+from tests import test_agi_mode as agi
 from tests.support.asterisk import AsteriskServer
 from tests.support.caller import TestCaller
 from tests.support.daemon import RunningDaemon
@@ -67,6 +69,39 @@ async def test_ami_keys_are_served_while_postgresql_is_away(
     rows = await stored_events(db, call_id)
     assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
     assert "".join(r["digit"] for r in rows if r["kind"] == "key_press") == "0231"
+    assert len(rows) == len(running.watch.events(call_id))
+
+
+async def test_fastagi_keys_are_served_while_postgresql_is_away(
+        pg_proxy: TcpProxy, daemon_factory: Any, test_caller: Any, pg_dsn: str,
+        db: asyncpg.Pool) -> None:
+    running: RunningDaemon = await daemon_factory(agi=True, dsn=via(pg_proxy, pg_dsn))
+    await running.load(agi.CATALOG)
+    writer = running.daemon.calllog
+    assert writer is not None
+    call, phone = await agi.dial_call(test_caller, running, caller_id="5551230101")
+    await call.press("0")
+    call_id = (await agi.opened(running)).call_id
+    await running.watch.event(call_id, "tokens_set", source="flow")
+    assert await writer.flush(10)
+    pg_proxy.reset()
+    pg_proxy.refuse(True)
+    try:
+        await phone.press("3")  # play to the agent, and a token
+        played = await running.watch.event(call_id, "call_control_action", action="play")
+        assert played.detail["outcome"] == "ok" and played.detail["mode"] == "fastagi"
+        await running.watch.event(call_id, "tokens_set", source="flow",
+                                  tokens={"beeped": "yes"})
+        assert writer.backlog > 0 and (await running.daemon.readiness())["database"] is False
+    finally:
+        pg_proxy.refuse(False)
+    await phone.press("1")
+    await running.watch.event(call_id, "disposition", disposition="sale")
+    await call.wait_hangup(10)
+    assert await writer.flush(30), f"still {writer.backlog} ops not written"
+    rows = await stored_events(db, call_id)
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    assert "".join(r["digit"] for r in rows if r["kind"] == "key_press") == "031"
     assert len(rows) == len(running.watch.events(call_id))
 
 

@@ -291,3 +291,23 @@ def test_a_new_login_forgets_the_channels_it_does_not_list() -> None:
     t.begin_listing()
     t.end_listing()
     assert not t.has_channels("9.1") and t.calls == 1  # expected: kept for its owner to close
+
+
+async def test_an_event_flood_loses_nothing_and_actions_still_answer(
+        fake_ami: tuple[FakeAmi, int]) -> None:
+    """50,000 events at once (a busy Asterisk): every one reaches the callback in order and
+    an action sent meanwhile gets its answer after them, within its timeout."""
+    fake, port = fake_ami
+    events: list[dict[str, str]] = []
+    client, task = await running(port, events)
+    await client.wait_connected(5)
+    flood = 50_000
+    fake.writers[-1].write(b"".join(
+        b"Event: Newexten\r\nUniqueid: 1.%d\r\nLinkedid: 1.%d\r\nExtension: s\r\n\r\n"
+        % (i, i) for i in range(flood)))
+    reply = await client.action("Ping")
+    assert reply.get("Response") == "Success"
+    assert len(events) == flood  # the answer came behind the whole flood
+    assert [e["Uniqueid"] for e in events[:3]] == ["1.0", "1.1", "1.2"]
+    assert events[-1]["Uniqueid"] == f"1.{flood - 1}"
+    await stop(client, task)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from keypress_ari.ami.tracker import FOLLOWED_EVENTS
 from keypress_ari.ari.events import ChannelDtmfReceived
 from keypress_ari.calllog.ops import CallOpened
 from tests.support.audio import hears, hears_music, stays_quiet
@@ -101,6 +102,16 @@ async def sale_ends_one_log(running: RunningDaemon, call: Any, phone: BuyerPhone
 async def test_a_key_ends_the_call_over_ami(ami_daemon: RunningDaemon, test_caller: Any,
                                            leg: str, digit: str, flow: str,
                                            disposition: str) -> None:
+    calls = ami_daemon.daemon.ami_calls
+    assert calls is not None and calls.events_filtered is True
+    names: list[str | None] = []
+    seen_by_the_mode = calls.on_event
+
+    def noting(message: dict[str, str]) -> None:  # what reaches the mode from AMI
+        names.append(message.get("Event"))
+        seen_by_the_mode(message)
+
+    calls.on_event = noting  # type: ignore[method-assign]
     call, phone = await dial_call(test_caller, f"555124000{digit}")
     await (phone if leg == "buyer" else call).press(digit)
     call_id = await opened(ami_daemon)
@@ -117,10 +128,12 @@ async def test_a_key_ends_the_call_over_ami(ami_daemon: RunningDaemon, test_call
     assert row.disposition == disposition and row.ended_by == "daemon"
     started = events[0].detail
     assert started["mode"] == "ami" and started["buyer"] == "acme"
-    calls = ami_daemon.daemon.ami_calls
-    assert calls is not None and calls.native_rtp_loaded is True  # asterisk/etc loads it
+    assert calls.native_rtp_loaded is True  # asterisk/etc loads it
     assert started["conference_from"] == "DialEnd"  # the buyer's answer, from AMI
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    # the session filter: only what the tracker follows (no Newexten, VarSet, Newstate...)
+    assert "DTMFEnd" in names and "DialBegin" in names
+    assert set(names) <= {*FOLLOWED_EVENTS, None}, set(names) - set(FOLLOWED_EVENTS)
 
 
 async def test_tokens_and_mute_then_the_caller_hangs_up(ami_daemon: RunningDaemon,

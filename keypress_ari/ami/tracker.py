@@ -240,3 +240,7 @@ _HANDLERS: dict[str, Callable[[CallTracker, AmiMessage], Seen | None]] = {
     "DTMFEnd": CallTracker._dtmf_end,
     "Hangup": CallTracker._hangup,
 }
+
+# The events the tracker follows (an AMI session filter asks Asterisk for these only;
+# CoreShowChannel comes as the answer to an action and is never filtered).
+FOLLOWED_EVENTS = tuple(name for name in _HANDLERS if name != "CoreShowChannel")

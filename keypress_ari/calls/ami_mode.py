@@ -24,7 +24,13 @@ import structlog
 
 from keypress_ari.ami.client import AmiClient, AmiError
 from keypress_ari.ami.protocol import AmiMessage
-from keypress_ari.ami.tracker import CallGone, CallTracker, DigitPressed, NativeBridge
+from keypress_ari.ami.tracker import (
+    FOLLOWED_EVENTS,
+    CallGone,
+    CallTracker,
+    DigitPressed,
+    NativeBridge,
+)
 from keypress_ari.calllog.kinds import EventKind
 from keypress_ari.calllog.ops import CallOpened
 from keypress_ari.calls import state as call_data
@@ -144,6 +150,7 @@ class AmiCalls:
         self.native_bridges = 0
         self.native_rtp_loaded: bool | None = None  # checked at each AMI login
         self.handover_missing: str | None = None  # the handover context's flaw, if seen
+        self.events_filtered: bool | None = None  # the session filter took (each login)
 
     @property
     def active_calls(self) -> int:
@@ -191,6 +198,7 @@ class AmiCalls:
         """After each AMI login: list the live channels (their ``CoreShowChannel`` events
         feed the tracker); :meth:`on_event` closes the calls left without channels when the
         list completes."""
+        await self._filter_events()
         self.tracker.begin_listing()
         try:
             await self._ami.action("CoreShowChannels")
@@ -208,6 +216,20 @@ class AmiCalls:
                         "DTMF events to the ami mode; set any DYNAMIC_FEATURES value before "
                         "Dial() or noload => bridge_native_rtp.so")
         await self._check_handover_context()
+
+    async def _filter_events(self) -> None:
+        """Ask Asterisk for the followed events only (a busy PBX sends dozens of others per
+        call: Newexten, VarSet, Newstate...). Without the system permission the session
+        stays unfiltered, which costs CPU, not correctness."""
+        for name in FOLLOWED_EVENTS:
+            try:
+                await self._ami.action("Filter", Operation="Add", MatchCriteria=f"name({name})")
+            except AmiError as exc:
+                self.events_filtered = False
+                log.info("AMI event filter refused: every event of the login's classes "
+                         "will arrive", error=str(exc))
+                return
+        self.events_filtered = True
 
     async def _check_handover_context(self) -> None:
         """Whether the dialplan has the handover context (a redirect to a missing extension

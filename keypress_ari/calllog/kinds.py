@@ -26,6 +26,7 @@ class EventKind(StrEnum):
     DISPOSITION = "disposition"
     HANGUP = "hangup"
     ERROR = "error"
+    OPERATOR_ACTION = "operator_action"  # from the console (who, what), then what it did
     # the router's key press stage
     PROMPT_STARTED = "prompt_started"
     PROMPT_FINISHED = "prompt_finished"
@@ -60,6 +61,7 @@ MODE_KINDS = frozenset({
     EventKind.KEY_PRESS, EventKind.RATE_LIMITED, EventKind.CALL_CONTROL_ACTION,
     EventKind.TOKENS_SET, EventKind.DISPOSITION, EventKind.WEBHOOK_QUEUED,
     EventKind.CONTINUE_ROUTING, EventKind.HANGUP, EventKind.MOVING_TO_STASIS,
+    EventKind.OPERATOR_ACTION,
 })
 
 PressOutcome = Literal["matched", "no_match", "ignored"]

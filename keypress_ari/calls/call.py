@@ -34,7 +34,7 @@ from keypress_ari.calls.ari_channel_ops import AriChannelOps
 from keypress_ari.calls.context import CallContext
 from keypress_ari.calls.dialing import Dialing
 from keypress_ari.calls.flow_runner import FlowRunner
-from keypress_ari.calls.handover import HandedOver, Handover
+from keypress_ari.calls.handover import HandedOver, Handover, OperatorHangup
 from keypress_ari.calls.live import LiveControl
 from keypress_ari.calls.press_gate import PressGate
 from keypress_ari.calls.prompting import Prompting
@@ -102,6 +102,10 @@ class Call:
             await self._resume(event.adopted)
         elif isinstance(event, HandedOver):
             await self._handed_over(event.channel_id)
+        elif isinstance(event, OperatorHangup):
+            if not self._hanging_up:
+                self.ctx.record(self.st, EventKind.OPERATOR_ACTION, action="hangup", by=event.by)
+                await self.dialing.end_call("normal", f"hung up by an operator ({event.by})")
         elif self._hanging_up:
             pass  # the caller's channel is going away: only its end still matters
         elif isinstance(event, ev.Dial):

@@ -19,7 +19,7 @@ from keypress_ari.ari import events as ev
 from keypress_ari.calllog.kinds import EventKind
 from keypress_ari.calls.call import Call, new_call_id
 from keypress_ari.calls.context import CallContext
-from keypress_ari.calls.handover import HandedOver, Handover
+from keypress_ari.calls.handover import HandedOver, Handover, OperatorHangup
 from keypress_ari.calls.resync import ChannelVanished, Resumed
 from keypress_ari.calls.scope import TimerFired
 from keypress_ari.calls.state import CallState
@@ -51,7 +51,7 @@ class _Slot:
         return context
 
 
-_OWN_EVENTS = (TimerFired, ChannelVanished, Resumed, HandedOver)
+_OWN_EVENTS = (TimerFired, ChannelVanished, Resumed, HandedOver, OperatorHangup)
 
 
 def channel_of(event: object) -> str | None:
@@ -109,6 +109,15 @@ class Dispatcher:
         """Whether one of this dispatcher's calls has this channel, or will have it (the ami
         mode leaves those to the Stasis mode)."""
         return channel_id in self._slots or channel_id in self._handovers
+
+    def operator_hangup(self, call_id: str, by: str = "console") -> bool:
+        """Hang a call up for an operator, through the call's own handling (in order with
+        its other events, logged as an operator action). False: no such live call here."""
+        for call in self.calls():
+            if call.st.call_id == call_id and not call.ended:
+                self.on_event(OperatorHangup(call.st.channel_id, by))
+                return True
+        return False
 
     def expect_handover(self, handover: Handover) -> None:
         """A call of another mode is being redirected into the Stasis app: its legs'

@@ -58,6 +58,14 @@ class Handover:
 
 
 @dataclass(frozen=True, slots=True)
+class OperatorHangup:
+    """An operator hung the call up from the console: its caller's channel id."""
+
+    channel_id: str
+    by: str = "console"
+
+
+@dataclass(frozen=True, slots=True)
 class HandedOver:
     """A leg of a handed-over call entered the Stasis app (its StasisStart)."""
 

@@ -30,6 +30,7 @@ from keypress_ari.http.openapi import openapi_document
 from keypress_ari.metrics import DaemonMetrics
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+CONSOLE_PREFIX = "/console/"
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -42,8 +43,8 @@ def _auth(token: str) -> Any:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS:
-            return await handler(request)
+        if request.path in PUBLIC_PATHS or request.path.startswith(CONSOLE_PREFIX):
+            return await handler(request)  # probes; the console checks its own session
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         # Compare digests so that neither the content nor the length of the token leaks.
         ok = hmac.compare_digest(_digest(given.strip()), expected)
@@ -98,6 +99,8 @@ def create_admin_app(
     token: str,
     ready: Callable[[], Awaitable[dict[str, Any]]],
     metrics: DaemonMetrics,
+    live: Any = None,
+    hangup_call: Callable[[str], bool] | None = None,
 ) -> web.Application:
     """The admin API. ``pool`` is an asyncpg pool; ``ready()`` returns a dict with
     ``"ready": bool`` (plus details shown by ``/readyz``)."""
@@ -113,6 +116,11 @@ def create_admin_app(
     app.router.add_get("/openapi.json", openapi)
     catalog_routes.add_routes(app)
     calls_routes.add_routes(app)
+    if live is not None:
+        from keypress_ari.console import add_console
+
+        add_console(app, token=token, live=live,
+                    hangup_call=hangup_call or (lambda call_id: False))
     return app
 
 

@@ -185,6 +185,7 @@ _LIST_CALLS = f"""
 SELECT {_CALL_COLUMNS} FROM calls
 WHERE ($1::text IS NULL OR number = $1)
   AND ($2::text IS NULL OR disposition = $2)
+  AND ($8::text IS NULL OR caller_number = $8)
   AND ($3::timestamptz IS NULL OR started_at >= $3)
   AND ($4::timestamptz IS NULL OR started_at < $4)
   AND ($5::timestamptz IS NULL OR (started_at, id) < ($5, $6::uuid))
@@ -201,6 +202,7 @@ async def list_calls(
     until: datetime | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    caller: str | None = None,
 ) -> tuple[list[CallRow], str | None]:
     """Calls newest first (``since`` inclusive, ``until`` exclusive) and the cursor of the
     next page (None on the last page). Keyset pagination on ``(started_at, id)``."""
@@ -208,7 +210,7 @@ async def list_calls(
         raise ValueError("limit must be between 1 and 1000")
     after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
     rows = await conn.fetch(_LIST_CALLS, number, disposition, since, until, after_at,
-                            after_id, limit + 1)
+                            after_id, limit + 1, caller)
     calls = [_call(r) for r in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:

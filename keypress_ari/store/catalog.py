@@ -237,8 +237,24 @@ async def _write_flows(conn: asyncpg.Connection, group_id: int, flows: Sequence[
         await conn.executemany(_INSERT_FLOW, rows)
 
 
+class CatalogChanged(Exception):
+    """The catalog changed since the version an editor opened (optimistic concurrency)."""
+
+    def __init__(self, opened: int, now: int) -> None:
+        super().__init__(f"the catalog changed since you opened it (version {opened}, now "
+                         f"{now}): reload, look at the change, and apply yours again")
+        self.opened, self.now = opened, now
+
+
+def check_import(stored: Catalog, incoming: Catalog, source: str) -> None:
+    """Raise ``CatalogError`` if importing ``incoming`` over ``stored`` would give an invalid
+    catalog (what :func:`import_catalog` checks before writing; a preview's check)."""
+    _merge(stored, incoming, source)
+
+
 async def import_catalog(
-    conn: asyncpg.Connection, catalog: Catalog, *, source: str = "import"
+    conn: asyncpg.Connection, catalog: Catalog, *, source: str = "import",
+    expected_version: int | None = None,
 ) -> ImportSummary:
     """Upsert ``catalog`` (full or ``Catalog.partial``) into the database in one transaction.
 
@@ -248,9 +264,15 @@ async def import_catalog(
     may name a router that is only in the database); if it is not, ``CatalogError`` (with
     ``source`` and the path in ``catalog``) is raised and nothing is written. Then the catalog
     version is bumped and ``NOTIFY keypress_catalog, '<version>'`` is sent (on commit).
+    ``expected_version``: refuse (:class:`CatalogChanged`, nothing written) unless the
+    catalog is still at that version (an editor's save).
     """
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", IMPORT_LOCK_ID)
+        if expected_version is not None:
+            now = await catalog_version(conn)
+            if now != expected_version:
+                raise CatalogChanged(expected_version, now)
         stored = await _read(conn)
         _merge(stored, catalog, source)
         flows_written = 0

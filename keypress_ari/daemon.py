@@ -194,7 +194,7 @@ class Daemon:
         self.calllog.add_listener(live.observe_op)
         app = create_admin_app(pool=self.pool, token=token, ready=self.readiness,
                                metrics=self.metrics, live=live,
-                               hangup_call=self.core.dispatcher.operator_hangup)
+                               act_on_call=self.core.dispatcher.operator_action)
         self.admin = AdminServer(app, admin.host, admin.port)
         await self.admin.start()
         log.info("admin API listening", url=self.admin.url)

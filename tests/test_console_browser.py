@@ -21,6 +21,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.support.audio import hears, hears_music
+from tests.support.buyers import TestBuyers
 from tests.support.daemon import ADMIN_TOKEN, RunningDaemon
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.pg]
@@ -35,8 +37,12 @@ flow_groups:
 routers:
   - {name: r, request_key_press: true, prompt: "sound:beep", press_1_timeout: 60,
      flow_group: prompt}
+  - {name: bridged, request_key_press: false, buyers: [acme]}
+buyers:
+  - {name: acme, endpoint: "Local/acme@keypress-test-buyers/n"}
 numbers:
   - {number: "18005550601", router: r}
+  - {number: "18005550602", router: bridged}
 """
 
 
@@ -123,7 +129,7 @@ async def test_log_in_watch_a_call_hang_it_up_read_its_timeline(
         (By.CSS_SELECTOR, f"#call-{call_id} [data-f=last_key]"), "3 (caller)"))
     assert "18005550601" in await browser.run(lambda d: row.text)
     await browser.shot("live-calls")
-    await browser.click(f"#call-{call_id} button")  # hang up, from the page
+    await browser.click(f"#call-{call_id} .act-hangup")  # hang up, from the page
     operator = await kp.watch.event(call_id, "operator_action", action="hangup")
     assert operator.detail["by"] == "console"
     await call.wait_hangup(10)
@@ -252,3 +258,40 @@ async def test_edit_the_catalog_bad_value_save_and_a_concurrent_edit(
     assert flow == 1
     assert await db.fetchval(
         "SELECT count(*) FROM flows WHERE disposition = 'sale_second'") == 0
+
+
+async def test_mute_and_hold_buttons_act_on_a_bridged_call(
+        console: tuple[RunningDaemon, Browser], test_caller: Any) -> None:
+    """The buttons run the same control code as a flow's action: proven by what the
+    parties hear (TALK_DETECT), and logged as operator actions."""
+    kp, browser = console
+    await log_in(browser)
+    await browser.open("/console/live")
+    call = await test_caller.place_call("18005550602", wait_answer=False)
+    phone = await TestBuyers(test_caller).next_leg("acme")
+    await phone.answer()
+    call_id = await kp.watch.call_id_for(call.remote_id)
+    await kp.watch.event(call_id, "bridged", buyer="acme")
+    await browser.wait(ec.text_to_be_present_in_element(
+        (By.CSS_SELECTOR, f"#call-{call_id} [data-f=buyer]"), "acme"))
+    caller_phone, buyer_phone = call.local_id, phone.channel_id
+    assert await hears(test_caller, buyer_phone, caller_phone)
+    await browser.click(f"#call-{call_id} .act-mute_consumer")
+    muted = await kp.watch.event(call_id, "call_control_action", action="mute_consumer")
+    assert muted.detail["outcome"] == "ok" and muted.flow == "operator (console)"
+    assert not await hears(test_caller, buyer_phone, caller_phone)
+    await browser.wait(ec.presence_of_element_located((By.ID, f"call-{call_id}")))
+    await browser.click(f"#call-{call_id} .act-unmute_consumer")
+    await kp.watch.event(call_id, "call_control_action", action="unmute_consumer")
+    await browser.wait(ec.presence_of_element_located((By.ID, f"call-{call_id}")))
+    await browser.click(f"#call-{call_id} .act-hold_consumer")
+    await kp.watch.event(call_id, "call_control_action", action="hold_consumer")
+    assert await hears_music(test_caller, caller_phone)
+    await browser.shot("live-held")
+    ops = [e.detail["action"] for e in kp.watch.events(call_id) if e.kind == "operator_action"]
+    assert ops == ["mute_consumer", "unmute_consumer", "hold_consumer"]
+    await call.hangup()
+    await kp.watch.event(call_id, "call_ended")
+    _, stored = await kp.stored(call_id)  # all in PostgreSQL, in order
+    assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
+    assert [e.detail["action"] for e in stored if e.kind == "operator_action"] == ops

@@ -34,7 +34,7 @@ from keypress_ari.calls.ari_channel_ops import AriChannelOps
 from keypress_ari.calls.context import CallContext
 from keypress_ari.calls.dialing import Dialing
 from keypress_ari.calls.flow_runner import FlowRunner
-from keypress_ari.calls.handover import HandedOver, Handover, OperatorHangup
+from keypress_ari.calls.handover import HandedOver, Handover, OperatorAction
 from keypress_ari.calls.live import LiveControl
 from keypress_ari.calls.press_gate import PressGate
 from keypress_ari.calls.prompting import Prompting
@@ -51,6 +51,7 @@ from keypress_ari.calls.state import (
     Stage,
     parse_stasis_args,
 )
+from keypress_ari.flows.actions import CallControlAction
 
 log = structlog.get_logger("keypress.call")
 
@@ -102,10 +103,9 @@ class Call:
             await self._resume(event.adopted)
         elif isinstance(event, HandedOver):
             await self._handed_over(event.channel_id)
-        elif isinstance(event, OperatorHangup):
+        elif isinstance(event, OperatorAction):
             if not self._hanging_up:
-                self.ctx.record(self.st, EventKind.OPERATOR_ACTION, action="hangup", by=event.by)
-                await self.dialing.end_call("normal", f"hung up by an operator ({event.by})")
+                await self._operator(event)
         elif self._hanging_up:
             pass  # the caller's channel is going away: only its end still matters
         elif isinstance(event, ev.Dial):
@@ -181,6 +181,15 @@ class Call:
             await self.prompting.start(router)
         else:
             await self.dialing.continue_routing("router does not request a key press", None)
+
+    async def _operator(self, event: OperatorAction) -> None:
+        """An operator's action from the console: logged, then run as a flow's would be."""
+        self.ctx.record(self.st, EventKind.OPERATOR_ACTION, action=event.action, by=event.by)
+        if event.action == "hangup":
+            await self.dialing.end_call("normal", f"hung up by an operator ({event.by})")
+        else:
+            await self.flows.control(CallControlAction(kind=event.action),
+                                     f"operator ({event.by})", "operator")
 
     async def _handed_over(self, channel_id: str) -> None:
         """A leg of a call the ami mode redirected here is in the app; once both are, they

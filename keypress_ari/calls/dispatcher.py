@@ -19,7 +19,7 @@ from keypress_ari.ari import events as ev
 from keypress_ari.calllog.kinds import EventKind
 from keypress_ari.calls.call import Call, new_call_id
 from keypress_ari.calls.context import CallContext
-from keypress_ari.calls.handover import HandedOver, Handover, OperatorHangup
+from keypress_ari.calls.handover import HandedOver, Handover, OperatorAction
 from keypress_ari.calls.resync import ChannelVanished, Resumed
 from keypress_ari.calls.scope import TimerFired
 from keypress_ari.calls.state import CallState
@@ -51,7 +51,7 @@ class _Slot:
         return context
 
 
-_OWN_EVENTS = (TimerFired, ChannelVanished, Resumed, HandedOver, OperatorHangup)
+_OWN_EVENTS = (TimerFired, ChannelVanished, Resumed, HandedOver, OperatorAction)
 
 
 def channel_of(event: object) -> str | None:
@@ -110,12 +110,13 @@ class Dispatcher:
         mode leaves those to the Stasis mode)."""
         return channel_id in self._slots or channel_id in self._handovers
 
-    def operator_hangup(self, call_id: str, by: str = "console") -> bool:
-        """Hang a call up for an operator, through the call's own handling (in order with
-        its other events, logged as an operator action). False: no such live call here."""
+    def operator_action(self, call_id: str, action: str, by: str = "console") -> bool:
+        """Act on a call for an operator (``handover.OPERATOR_ACTIONS``), through the call's
+        own handling, in order with its other events, logged as an operator action.
+        False: no such live call here."""
         for call in self.calls():
             if call.st.call_id == call_id and not call.ended:
-                self.on_event(OperatorHangup(call.st.channel_id, by))
+                self.on_event(OperatorAction(call.st.channel_id, action, by))
                 return True
         return False
 

@@ -47,7 +47,7 @@ class FlowRunner:
             ctx.record(st, EventKind.TOKENS_SET, leg=leg, flow=label, source="flow",
                        tokens=dict(plan.tokens))
         for action in plan.controls:
-            await self._control(action, label, leg)
+            await self.control(action, label, leg)
         if plan.hangup:
             ctx.record(st, EventKind.CALL_CONTROL_ACTION, leg=leg, flow=label,
                        action="hangup", outcome="ok")
@@ -80,7 +80,7 @@ class FlowRunner:
                        idempotency_key=op.idempotency_key, method=rendered.method,
                        url=safe_url(rendered.url), warnings=list(rendered.warnings))
 
-    async def _control(self, action: CallControlAction, label: str, leg: str) -> None:
+    async def control(self, action: CallControlAction, label: str, leg: str) -> None:
         """Run one call control action and log its outcome (ok, skipped or failed)."""
         ctx, st = self._scope.ctx, self._scope.st
         outcome, detail = "ok", ""

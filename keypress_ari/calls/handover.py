@@ -57,11 +57,17 @@ class Handover:
         return all(c in self.arrived for c in self.channels())
 
 
+OPERATOR_ACTIONS = ("hangup", "mute_consumer", "unmute_consumer", "hold_consumer",
+                    "unhold_consumer")
+
+
 @dataclass(frozen=True, slots=True)
-class OperatorHangup:
-    """An operator hung the call up from the console: its caller's channel id."""
+class OperatorAction:
+    """An operator acted on a call from the console (one of ``OPERATOR_ACTIONS``): its
+    caller's channel id, run by the call's own control code like a flow's action."""
 
     channel_id: str
+    action: str
     by: str = "console"
 
 

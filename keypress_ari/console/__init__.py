@@ -1,5 +1,5 @@
 """The operator's web console (``/console/`` on the admin HTTP server): log in with the
-admin token, watch live calls and hang them up, search the call log and read a call's
+admin token, watch live calls and hang up, mute or hold them, search the call log and read a call's
 timeline, dry-run a key press, see the dashboard. See ``pages`` and the README."""
 
 from keypress_ari.console.live import LiveCalls

@@ -16,7 +16,7 @@ from keypress_ari.console.session import COOKIE, Session, Sessions
 HERE = Path(__file__).parent
 SESSIONS = web.AppKey("console_sessions", Sessions)
 LIVE = web.AppKey("console_live", LiveCalls)
-HANGUP: web.AppKey[Callable[[str], bool]] = web.AppKey("console_hangup")
+ACT: web.AppKey[Callable[[str, str], bool]] = web.AppKey("console_act")
 TEMPLATES = web.AppKey("console_templates", jinja2.Environment)
 SSE_KEEPALIVE = 15.0  # seconds between comments on a quiet stream
 

@@ -18,9 +18,10 @@ from typing import Any
 from aiohttp import web
 
 from keypress_ari.calllog.kinds import press_outcome
+from keypress_ari.calls.handover import OPERATOR_ACTIONS
 from keypress_ari.console import catalog_page
 from keypress_ari.console.common import (
-    HANGUP,
+    ACT,
     HERE,
     LIVE,
     SESSIONS,
@@ -178,10 +179,13 @@ async def _next(queue: Any) -> dict[str, Any]:
         return dict(await queue.get())
 
 
-async def hangup(request: web.Request) -> web.Response:
+async def act(request: web.Request) -> web.Response:
+    """A button of the live table: hang up, mute, unmute, hold, unhold the consumer."""
     await _posted(request)
-    call_id = request.match_info["call_id"]
-    if not request.app[HANGUP](call_id):
+    call_id, action = request.match_info["call_id"], request.match_info["action"]
+    if action not in OPERATOR_ACTIONS:
+        raise web.HTTPNotFound(text=f"no action {action!r}")
+    if not request.app[ACT](call_id, action):
         raise web.HTTPNotFound(text=f"no live call {call_id} in this daemon")
     raise web.HTTPSeeOther("/console/live")
 
@@ -194,10 +198,10 @@ async def static(request: web.Request) -> web.FileResponse:
 
 
 def add_console(app: web.Application, *, token: str, live: LiveCalls,
-                hangup_call: Callable[[str], bool]) -> None:
+                act_on_call: Callable[[str, str], bool]) -> None:
     app[SESSIONS] = Sessions(token)
     app[LIVE] = live
-    app[HANGUP] = hangup_call
+    app[ACT] = act_on_call
     app[TEMPLATES] = _env()
     r = app.router
     r.add_get("/console/login", login_page)
@@ -209,6 +213,6 @@ def add_console(app: web.Application, *, token: str, live: LiveCalls,
     r.add_get("/console/simulate", simulate_page)
     r.add_get("/console/live", live_page)
     r.add_get("/console/live/stream", live_stream)
-    r.add_post("/console/live/{call_id}/hangup", hangup)
+    r.add_post("/console/live/{call_id}/{action}", act)
     r.add_get("/console/static/{name}", static)
     catalog_page.add_routes(app)

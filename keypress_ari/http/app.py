@@ -100,7 +100,7 @@ def create_admin_app(
     ready: Callable[[], Awaitable[dict[str, Any]]],
     metrics: DaemonMetrics,
     live: Any = None,
-    hangup_call: Callable[[str], bool] | None = None,
+    act_on_call: Callable[[str, str], bool] | None = None,
 ) -> web.Application:
     """The admin API. ``pool`` is an asyncpg pool; ``ready()`` returns a dict with
     ``"ready": bool`` (plus details shown by ``/readyz``)."""
@@ -120,7 +120,7 @@ def create_admin_app(
         from keypress_ari.console import add_console
 
         add_console(app, token=token, live=live,
-                    hangup_call=hangup_call or (lambda call_id: False))
+                    act_on_call=act_on_call or (lambda call_id, action: False))
     return app
 
 

@@ -13,7 +13,9 @@
       tr = template.content.firstElementChild.cloneNode(true);
       tr.id = "call-" + r.call_id;
       tr.dataset.call = r.call_id;
-      tr.querySelector("form").action = "/console/live/" + encodeURIComponent(r.call_id) + "/hangup";
+      tr.querySelectorAll("form").forEach(function (form) {
+        form.action = "/console/live/" + encodeURIComponent(r.call_id) + "/" + form.dataset.action;
+      });
       body.appendChild(tr);
     }
     tr.querySelectorAll("[data-f]").forEach(function (td) {

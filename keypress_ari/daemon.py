@@ -28,7 +28,7 @@ from keypress_ari.calls.context import CatalogRef
 from keypress_ari.calls.dispatcher import Dispatcher
 from keypress_ari.calls.resync import adopt_open_calls, resync
 from keypress_ari.config import ConfigError, Settings, require_ari
-from keypress_ari.console import LiveCalls
+from keypress_ari.console import Activity, LiveCalls
 from keypress_ari.core import AriEndpoint, CallCore, build_call_core
 from keypress_ari.flows.model import Catalog
 from keypress_ari.http import AdminServer, create_admin_app
@@ -189,12 +189,14 @@ class Daemon:
         if not token:
             log.info("admin API off: no admin token set (KEYPRESS_ADMIN__TOKEN)")
             return
-        live = LiveCalls()
+        live, activity = LiveCalls(), Activity()
         assert self.calllog is not None and self.core is not None
         self.calllog.add_listener(live.observe_op)
+        self.calllog.add_listener(activity.observe_op)
         app = create_admin_app(pool=self.pool, token=token, ready=self.readiness,
                                metrics=self.metrics, live=live,
-                               act_on_call=self.core.dispatcher.operator_action)
+                               act_on_call=self.core.dispatcher.operator_action,
+                               activity=activity)
         self.admin = AdminServer(app, admin.host, admin.port)
         await self.admin.start()
         log.info("admin API listening", url=self.admin.url)

@@ -155,6 +155,9 @@ async def test_log_in_watch_a_call_hang_it_up_read_its_timeline(
     await browser.wait(ec.presence_of_element_located(
         (By.CSS_SELECTOR, f"a[href='/console/calls/{call_id}']")))
     await browser.shot("call-log")
+    await browser.open("/console/")  # the dashboard's last hour has the press
+    await browser.wait(ec.presence_of_element_located((By.CSS_SELECTOR, "#chart-no_match .bar")))
+    await browser.shot("dashboard-hour")
 
 
 async def test_pages_and_forms_need_the_session_and_its_csrf_token(daemon_factory: Any) -> None:

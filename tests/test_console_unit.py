@@ -56,3 +56,29 @@ def test_a_page_that_stops_reading_is_dropped_not_waited_for() -> None:
     assert queue.qsize() == 500  # full: it was dropped, and gets no more
     live.observe_op(CallOpened("late", "1", "2", None, "ch", "entering", _at()))
     assert queue.qsize() == 500 and len(live) == 601
+
+
+def test_the_last_hour_is_sixty_minute_buckets() -> None:
+    from keypress_ari.console.activity import Activity
+
+    clock = [3600.0 * 10]
+    activity = Activity(clock=lambda: clock[0])
+
+    def press(**detail: object) -> CallEvent:
+        return CallEvent("c1", 1, _at(), "caller", "key_press", "1", None, dict(detail))
+
+    activity.observe_op(press(matched=True))
+    activity.observe_op(press(matched=False))
+    activity.observe_op(CallEvent("c1", 2, _at(), "caller", "call_control_action", None,
+                                  None, {"outcome": "failed"}))
+    clock[0] += 60 * 5
+    activity.observe_op(press(matched=True))
+    activity.observe_op(press(matched=True, ignored=True))
+    hour = activity.last_hour()
+    assert hour["series"]["matched"][-6:] == [1, 0, 0, 0, 0, 1]
+    assert hour["series"]["no_match"][-6] == 1 and hour["series"]["ignored"][-1] == 1
+    assert hour["series"]["failed_actions"][-6] == 1 and hour["peak"] == 1
+    clock[0] += 3600  # an hour later: all gone, and old buckets are dropped on the next press
+    activity.observe_op(press(matched=True))
+    assert sum(activity.last_hour()["series"]["matched"]) == 1
+    assert len(activity._buckets) == 1

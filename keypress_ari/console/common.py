@@ -10,12 +10,14 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from keypress_ari.console.activity import Activity
 from keypress_ari.console.live import LiveCalls
 from keypress_ari.console.session import COOKIE, Session, Sessions
 
 HERE = Path(__file__).parent
 SESSIONS = web.AppKey("console_sessions", Sessions)
 LIVE = web.AppKey("console_live", LiveCalls)
+ACTIVITY = web.AppKey("console_activity", Activity)
 ACT: web.AppKey[Callable[[str, str], bool]] = web.AppKey("console_act")
 TEMPLATES = web.AppKey("console_templates", jinja2.Environment)
 SSE_KEEPALIVE = 15.0  # seconds between comments on a quiet stream

@@ -20,8 +20,10 @@ from aiohttp import web
 from keypress_ari.calllog.kinds import press_outcome
 from keypress_ari.calls.handover import OPERATOR_ACTIONS
 from keypress_ari.console import catalog_page
+from keypress_ari.console.activity import Activity
 from keypress_ari.console.common import (
     ACT,
+    ACTIVITY,
     HERE,
     LIVE,
     SESSIONS,
@@ -75,14 +77,18 @@ async def dashboard(request: web.Request) -> web.Response:
             presses[outcome] += child.value
     failed = sum(c.value for p, c in metrics.actions.children()
                  if dict(p).get("outcome") == "failed")
-    backlog = "-"
+    backlog, webhooks = "-", {"retry": "0", "dead": "0"}
     for line in metrics.render().splitlines():
         if line.startswith("keypress_call_log_backlog "):
             backlog = line.split()[1]
+        for outcome in webhooks:
+            if line.startswith(f'keypress_webhook_deliveries_total{{outcome="{outcome}"}}'):
+                webhooks[outcome] = line.split()[1]
     return _render(request, "dashboard.html", session=session, title="Dashboard",
                    calls_now=len(request.app[LIVE]),
                    presses={k: int(v) for k, v in presses.items()},
-                   actions_failed=int(failed), backlog=backlog)
+                   actions_failed=int(failed), backlog=backlog, webhooks=webhooks,
+                   hour=request.app[ACTIVITY].last_hour())
 
 
 async def calls_page(request: web.Request) -> web.Response:
@@ -198,10 +204,12 @@ async def static(request: web.Request) -> web.FileResponse:
 
 
 def add_console(app: web.Application, *, token: str, live: LiveCalls,
-                act_on_call: Callable[[str, str], bool]) -> None:
+                act_on_call: Callable[[str, str], bool], activity: Activity | None = None
+                ) -> None:
     app[SESSIONS] = Sessions(token)
     app[LIVE] = live
     app[ACT] = act_on_call
+    app[ACTIVITY] = activity or Activity()
     app[TEMPLATES] = _env()
     r = app.router
     r.add_get("/console/login", login_page)

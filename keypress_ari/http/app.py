@@ -101,6 +101,7 @@ def create_admin_app(
     metrics: DaemonMetrics,
     live: Any = None,
     act_on_call: Callable[[str, str], bool] | None = None,
+    activity: Any = None,
 ) -> web.Application:
     """The admin API. ``pool`` is an asyncpg pool; ``ready()`` returns a dict with
     ``"ready": bool`` (plus details shown by ``/readyz``)."""
@@ -120,7 +121,8 @@ def create_admin_app(
         from keypress_ari.console import add_console
 
         add_console(app, token=token, live=live,
-                    act_on_call=act_on_call or (lambda call_id, action: False))
+                    act_on_call=act_on_call or (lambda call_id, action: False),
+                    activity=activity)
     return app
 
 

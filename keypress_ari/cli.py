@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
                         "/etc/keypress-ari/keypress-ari.toml)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the daemon (the Stasis app)")
+    doctor = sub.add_parser("doctor", help="check the configured Asterisk and PostgreSQL, "
+                                           "one line per check with its fix (exit 1 on FAIL)")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     db.add_parser("migrate", help="apply pending migrations (idempotent)")
     flows = sub.add_parser("flows", help="flow groups, flows, routers, buyers, numbers")
@@ -142,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             with asyncio.Runner(loop_factory=loop_factory(settings.runtime.event_loop)) as runner:
                 runner.run(run_daemon(settings))
             return 0
+        if args.command == "doctor":
+            from keypress_ari.doctor import failed, render
+            from keypress_ari.doctor_probe import examine
+
+            results = asyncio.run(examine(settings))
+            print(render(results, as_json=args.json))
+            return 1 if failed(results) else 0
         work: Callable[[Any], Awaitable[int]]
         if args.command == "asterisk" and args.file is not None:
             text = args.file.read_text("utf-8")

@@ -51,6 +51,11 @@ class PgStore:
         except Exception:
             return False
 
+    async def clock(self) -> float:
+        """PostgreSQL's own time, in epoch seconds (the doctor's clock skew check)."""
+        async with self.pool.acquire() as conn:
+            return float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())"))
+
     async def schema_version(self) -> int | None:
         async with self.pool.acquire() as conn:
             if not await conn.fetchval(_SCHEMA_EXISTS):

@@ -1,0 +1,90 @@
+"""The doctor's eyes: ask ARI and PostgreSQL what ``keypress_ari.doctor`` judges. Every
+request is bounded in time; nothing here changes anything."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from keypress_ari.ari.auth import basic_auth_header
+from keypress_ari.config import Settings
+from keypress_ari.doctor import Check, Facts, checks
+from keypress_ari.flows.errors import CatalogError
+from keypress_ari.store import catalog as catalog_store
+from keypress_ari.store.db import available_migrations
+from keypress_ari.store.pg_store import PgStore
+
+TIMEOUT = 5.0
+
+
+async def _ari(facts: Facts, url: str, user: str, password: str) -> None:
+    headers = {"Authorization": basic_auth_header(user, password)}
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+            async with session.get(f"{url}/asterisk/info") as resp:
+                facts.ari_status = resp.status
+                if resp.status != 200:
+                    return
+                info: dict[str, Any] = await resp.json()
+                facts.asterisk_version = info.get("system", {}).get("version", "?")
+                date = resp.headers.get("Date")
+                if date:
+                    facts.asterisk_skew = parsedate_to_datetime(date).timestamp() - time.time()
+            async with session.get(f"{url}/asterisk/modules") as resp:
+                if resp.status == 200:
+                    facts.modules = {m["name"].removesuffix(".so") for m in await resp.json()
+                                     if m.get("status", "Running") == "Running"}
+            async with session.get(f"{url}/applications") as resp:
+                if resp.status == 200:
+                    facts.applications = {a["name"] for a in await resp.json()}
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+        facts.ari_error = str(exc) or type(exc).__name__
+
+
+async def _database(facts: Facts, dsn: str) -> None:
+    facts.latest = max(m.number for m in available_migrations())
+    try:
+        pool = await asyncio.wait_for(asyncpg.create_pool(dsn, min_size=1, max_size=1), TIMEOUT)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        facts.db_error = str(exc) or type(exc).__name__
+        return
+    try:
+        store = PgStore(pool)
+        facts.schema = await store.schema_version()
+        now = await store.clock()
+        facts.db_skew = now - time.time()
+        if facts.schema is not None and facts.schema == facts.latest:
+            async with pool.acquire() as conn:
+                try:
+                    facts.catalog = await catalog_store.load_catalog(conn)
+                except CatalogError as exc:
+                    facts.catalog_error = str(exc)
+    except (OSError, asyncpg.PostgresError) as exc:
+        facts.db_error = str(exc)
+    finally:
+        await pool.close()
+
+
+async def gather(settings: Settings) -> Facts:
+    ari = settings.ari
+    facts = Facts(ari_url=ari.url if ari else "(no [ari] section)",
+                  app=ari.app if ari else "keypress", agi_enabled=settings.agi.enabled,
+                  ami_enabled=settings.ami.enabled)
+    work = [_database(facts, settings.database.dsn.get_secret_value())]
+    if ari is not None:
+        work.append(_ari(facts, ari.url, ari.user, ari.password.get_secret_value()))
+    else:
+        facts.ari_error = "no [ari] section (or KEYPRESS_ARI__USER/PASSWORD)"
+    await asyncio.gather(*work)
+    return facts
+
+
+async def examine(settings: Settings) -> list[Check]:
+    """Gather the facts and judge them."""
+    return checks(await gather(settings))

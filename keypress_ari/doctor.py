@@ -54,6 +54,9 @@ class Facts:
     catalog_error: str = ""
     agi_enabled: bool = False
     ami_enabled: bool = False
+    dialplan: str | None = None            # `dialplan show` over AMI (None: not read)
+    dialplan_error: str = ""
+    handover_context: str = "keypress-handover"
     notes: list[str] = field(default_factory=list)
 
 
@@ -121,10 +124,32 @@ def checks(f: Facts) -> list[Check]:
                              "systemctl start keypress-ari"))
         if f.asterisk_skew is not None:
             out.append(_skew("clock vs Asterisk", f.asterisk_skew))
+    out.extend(_dialplan(f))
     out.append(_database(f))
     if f.db_skew is not None:
         out.append(_skew("clock vs PostgreSQL", f.db_skew))
     out.extend(_catalog(f))
+    return out
+
+
+def _dialplan(f: Facts) -> list[Check]:
+    if f.dialplan is None:
+        return [Check("dialplan", "WARN", f"not read: {f.dialplan_error or 'no [ami] secret'}",
+                      "set [ami] user/secret (manager.conf, write = command) so the doctor "
+                      "can read the dialplan")]
+    out = [Check("dialplan", "OK", f"an extension runs Stasis({f.app})")
+           if f"Stasis({f.app}" in f.dialplan else
+           Check("dialplan", "FAIL", f"no extension runs Stasis({f.app}): no call reaches "
+                 "the Stasis mode", f"add `exten => _X.,1,Stasis({f.app})` to the context "
+                 "your trunk's calls enter (see asterisk/etc/extensions.conf keypress-inbound)")]
+    if f.ami_enabled or _uses(f.catalog, "ami"):
+        ctx = f.handover_context
+        out.append(Check("dialplan (ami handover)", "OK", f"context {ctx} exists")
+                   if f"'{ctx}'" in f.dialplan else
+                   Check("dialplan (ami handover)", "WARN", f"no context {ctx}: hold, play and "
+                         "continue routing are refused on ami calls",
+                         f"add [{ctx}] with caller and buyer running Stasis({f.app},handover) "
+                         "(asterisk/examples/plain-dial.conf)"))
     return out
 
 

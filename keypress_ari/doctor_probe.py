@@ -71,6 +71,26 @@ async def _database(facts: Facts, dsn: str) -> None:
         await pool.close()
 
 
+async def _dialplan(facts: Facts, settings: Settings) -> None:
+    """The dialplan, read over AMI (``Command: dialplan show``) when an AMI secret is set:
+    ARI cannot list it."""
+    from keypress_ari.ami.client import AmiClient, AmiError
+
+    m = settings.ami
+    client = AmiClient(m.host, m.port, m.user, m.secret.get_secret_value(),
+                       on_event=lambda message: None, action_timeout=TIMEOUT)
+    task = asyncio.create_task(client.run())
+    try:
+        await client.wait_connected(TIMEOUT)
+        reply = await client.action("Command", Command="dialplan show")
+        facts.dialplan = reply.get("Output", "")
+    except (AmiError, TimeoutError, OSError) as exc:
+        facts.dialplan_error = str(exc) or type(exc).__name__
+    finally:
+        await client.stop()
+        await asyncio.wait([task], timeout=TIMEOUT)
+
+
 async def gather(settings: Settings) -> Facts:
     ari = settings.ari
     facts = Facts(ari_url=ari.url if ari else "(no [ari] section)",
@@ -81,6 +101,9 @@ async def gather(settings: Settings) -> Facts:
         work.append(_ari(facts, ari.url, ari.user, ari.password.get_secret_value()))
     else:
         facts.ari_error = "no [ari] section (or KEYPRESS_ARI__USER/PASSWORD)"
+    facts.handover_context = settings.ami.handover_context
+    if settings.ami.secret.get_secret_value():
+        work.append(_dialplan(facts, settings))
     await asyncio.gather(*work)
     return facts
 

@@ -31,7 +31,9 @@ def healthy() -> Facts:
     return Facts(ari_url="http://127.0.0.1:8088/ari", app="keypress", ari_status=200,
                  asterisk_version="22.10.1", modules=set(STASIS_MODULES) | set(FASTAGI_MODULES),
                  applications={"keypress"}, asterisk_skew=0.1, schema=6, latest=6,
-                 db_skew=-0.2)
+                 db_skew=-0.2, ami_enabled=True,
+                 dialplan="[ Context 'keypress-handover' created by 'pbx_config' ]\n"
+                          "  'caller' => 1. Stasis(keypress,handover)")
 
 
 def test_a_healthy_setup_passes() -> None:
@@ -63,6 +65,10 @@ def test_missing_modules_and_native_rtp_for_ami() -> None:
     text = render(checks(f))
     assert "FAIL modules (Stasis mode): not loaded: res_ari_bridges" in text
     assert "WARN native RTP bridge" in text and "noload => bridge_native_rtp.so" in text
+    f.dialplan = "[ Context 'default' created by 'pbx_config' ]\n  's' => 1. Answer()"
+    text = render(checks(f))
+    assert "FAIL dialplan: no extension runs Stasis(keypress)" in text
+    assert "WARN dialplan (ami handover): no context keypress-handover" in text
     f.ari_url = "http://10.0.0.5:8088/ari"
     assert "WARN http.conf bind: ARI reached on 10.0.0.5" in render(checks(f))
 
@@ -79,6 +85,7 @@ async def test_against_the_test_asterisk_right_then_wrong(
     assert not failed(results), text
     assert "OK   ARI:" in text and "OK   Stasis app: keypress registered" in text
     assert "OK   PostgreSQL: reachable, schema at" in text
+    assert "OK   dialplan: an extension runs Stasis(keypress)" in text  # read over AMI
     wrong = settings.model_copy(update={"ari": AriSettings(
         url=asterisk.base_url, user=asterisk.ari_user, password="wrong-password",
         app="keypress")})

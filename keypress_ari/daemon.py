@@ -22,10 +22,12 @@ from keypress_ari.ami.client import AmiClient
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.stream import EventStream
 from keypress_ari.calls.agi_mode import AgiCalls
+from keypress_ari.calls.ami_channel_ops import AmiChannelOps
 from keypress_ari.calls.ami_mode import AmiCalls
 from keypress_ari.calls.blocklist import Blocklist
 from keypress_ari.calls.context import CatalogRef
 from keypress_ari.calls.dispatcher import Dispatcher
+from keypress_ari.calls.outside_ops import AriOutsideOps
 from keypress_ari.calls.resync import adopt_open_calls, resync
 from keypress_ari.config import ConfigError, Settings, require_ari
 from keypress_ari.console import Activity, LiveCalls
@@ -183,6 +185,19 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.ami.run(), name="ami"))
         log.info("ami mode on", host=m.host, port=m.port, user=m.user, adopted=adopted)
 
+    def operator_action(self, call_id: str, action: str) -> bool:
+        """A console button on a live call of any mode; False: no such live call here."""
+        assert self.core is not None
+        if self.core.dispatcher.operator_action(call_id, action):
+            return True
+        if self.ami_calls is not None and self.ami_calls.operator_action(call_id, action):
+            return True
+        if self.agi_calls is None:
+            return False
+        outside = AmiChannelOps(self.ami) if self.ami is not None else \
+            AriOutsideOps(self.core.ari)
+        return self.agi_calls.operator_action(call_id, action, outside)
+
     async def _start_admin(self) -> None:
         admin = self.settings.admin
         token = admin.token.get_secret_value()
@@ -195,7 +210,7 @@ class Daemon:
         self.calllog.add_listener(activity.observe_op)
         app = create_admin_app(pool=self.pool, token=token, ready=self.readiness,
                                metrics=self.metrics, live=live,
-                               act_on_call=self.core.dispatcher.operator_action,
+                               act_on_call=self.operator_action,
                                activity=activity)
         self.admin = AdminServer(app, admin.host, admin.port)
         await self.admin.start()

@@ -4,6 +4,7 @@ import pytest
 
 from keypress_ari.cli import loop_factory
 from tests.pg import db, pg_dsn, pg_pool  # noqa: F401
+from tests.support.browser import console  # noqa: F401
 from tests.support.daemon import daemon, daemon_factory  # noqa: F401
 from tests.support.fixtures import ari_cleanup, asterisk, test_caller  # noqa: F401
 

@@ -8,101 +8,20 @@ call log. Sessions and CSRF are checked over plain HTTP. Screenshots of each pag
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.audio import hears, hears_music
+from tests.support.browser import Browser, log_in
 from tests.support.buyers import TestBuyers
 from tests.support.daemon import ADMIN_TOKEN, RunningDaemon
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.pg]
 
-SHOTS = Path(__file__).parent / "artifacts" / "console"
-CATALOG = """
-flow_groups:
-  - name: prompt
-    max_attempts: 5
-    flows:
-      - {key: "2", name: tag, extra_tokens: {tagged: "yes"}}
-routers:
-  - {name: r, request_key_press: true, prompt: "sound:beep", press_1_timeout: 60,
-     flow_group: prompt}
-  - {name: bridged, request_key_press: false, buyers: [acme]}
-buyers:
-  - {name: acme, endpoint: "Local/acme@keypress-test-buyers/n"}
-numbers:
-  - {number: "18005550601", router: r}
-  - {number: "18005550602", router: bridged}
-"""
-
-
-class Browser:
-    """Selenium's blocking calls, each run in a worker thread."""
-
-    def __init__(self, base: str) -> None:
-        options = webdriver.ChromeOptions()
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                    "--window-size=1280,900", "--disable-dev-shm-usage"):
-            options.add_argument(arg)
-        options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-        service = Service(shutil.which("chromedriver") or "/usr/bin/chromedriver")
-        self.driver = webdriver.Chrome(options=options, service=service)
-        self.base = base
-
-    async def run(self, work: Callable[[webdriver.Chrome], Any]) -> Any:
-        return await asyncio.to_thread(work, self.driver)
-
-    async def open(self, path: str) -> None:
-        await self.run(lambda d: d.get(self.base + path))
-
-    async def wait(self, condition: Any, timeout: float = 10.0) -> Any:
-        return await self.run(lambda d: WebDriverWait(d, timeout).until(condition))
-
-    async def shot(self, name: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        await self.run(lambda d: d.save_screenshot(str(SHOTS / f"{name}.png")))
-
-    async def fill(self, field: str, value: str) -> None:
-        def work(d: webdriver.Chrome) -> None:
-            element = d.find_element(By.ID, field)
-            element.clear()
-            element.send_keys(value)
-        await self.run(work)
-
-    async def click(self, css: str) -> None:
-        await self.run(lambda d: d.find_element(By.CSS_SELECTOR, css).click())
-
-    def close(self) -> None:
-        self.driver.quit()
-
-
-@pytest.fixture
-async def console(daemon_factory: Any) -> AsyncIterator[tuple[RunningDaemon, Browser]]:
-    kp: RunningDaemon = await daemon_factory(admin=True)
-    await kp.load(CATALOG)
-    assert kp.daemon.admin is not None
-    browser = await asyncio.to_thread(Browser, kp.daemon.admin.url)
-    try:
-        yield kp, browser
-    finally:
-        await asyncio.to_thread(browser.close)
-
-
-async def log_in(browser: Browser) -> None:
-    await browser.open("/console/login")
-    await browser.fill("token", ADMIN_TOKEN)
-    await browser.click("main button[type=submit]")
-    await browser.wait(ec.presence_of_element_located((By.ID, "calls-now")))
 
 
 async def test_log_in_watch_a_call_hang_it_up_read_its_timeline(

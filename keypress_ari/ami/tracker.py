@@ -125,6 +125,11 @@ class CallTracker:
             if not call.channels and linkedid not in self._roles:
                 del self._calls[linkedid]
 
+    def legs(self, linkedid: str) -> tuple[str | None, str | None]:
+        """The uniqueids of a call's caller and buyer legs, where known."""
+        call = self._calls.get(linkedid)
+        return (call.caller, call.buyer) if call is not None else (None, None)
+
     def has_channels(self, linkedid: str) -> bool:
         call = self._calls.get(linkedid)
         return call is not None and bool(call.channels)

@@ -33,13 +33,16 @@ from keypress_ari.calllog.ops import CallOpened
 from keypress_ari.calls import state as call_data
 from keypress_ari.calls.agi_channel_ops import AgiChannelOps
 from keypress_ari.calls.call import TOKEN_VARIABLE_PREFIX, new_call_id
+from keypress_ari.calls.channel_ops import ChannelOpFailed
 from keypress_ari.calls.context import CallContext
 from keypress_ari.calls.flow_runner import FlowRunner
 from keypress_ari.calls.live import LiveControl
+from keypress_ari.calls.outside_ops import OutsideOps
 from keypress_ari.calls.resync import open_states
 from keypress_ari.calls.rules import Leg
 from keypress_ari.calls.scope import CallScope, NoHost
 from keypress_ari.calls.state import CallState, Stage
+from keypress_ari.flows.actions import CallControlAction
 from keypress_ari.flows.model import Catalog
 from keypress_ari.flows.syntax import KEYS, NO_KEY_PRESS
 from keypress_ari.store.port import CallStore
@@ -101,6 +104,16 @@ class _Driver:
                                "buyers)", flow=flow)
 
 
+class _NoDriver:
+    """An operator's single control action never ends the call or routes it."""
+
+    async def end_call(self, cause: str, why: str) -> None:
+        raise AssertionError("an operator's control action does not end the call")
+
+    async def continue_routing(self, reason: str, flow: str | None) -> None:
+        raise AssertionError("an operator's control action does not route the call")
+
+
 class AgiCalls:
     """The FastAGI mode's calls, by linkedid, and the handler the AGI server runs."""
 
@@ -109,6 +122,7 @@ class AgiCalls:
         self._calls: dict[str, AgiCall] = {}
         self._opening: dict[str, asyncio.Future[AgiCall]] = {}  # first press still reading
         self._idle_close = idle_close
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def active_calls(self) -> int:
@@ -230,6 +244,44 @@ class AgiCalls:
             self._close(call, "daemon", "ended by a flow")
         elif st.dirty:
             ctx.persist(st)
+
+    def operator_action(self, call_id: str, action: str, ops: OutsideOps,
+                        by: str = "console") -> bool:
+        """An operator's action on one of this mode's calls between its presses, through
+        ``ops`` (AMI when configured, else ARI, which can only hang up a channel outside its
+        app); in order with the call's presses. False: no such live call here."""
+        call = next((c for c in self._calls.values()
+                     if c.st.call_id == call_id and not c.ended), None)
+        if call is None:
+            return False
+        task = asyncio.get_running_loop().create_task(self._operate(call, action, ops, by))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _operate(self, call: AgiCall, action: str, ops: OutsideOps, by: str) -> None:
+        ctx, st = self._ctx, call.st
+        async with call.lock:
+            if call.ended:
+                return
+            ctx.record(st, EventKind.OPERATOR_ACTION, action=action, by=by)
+            if action != "hangup":
+                runner = FlowRunner(call.scope, ops, _NoDriver())
+                await runner.control(CallControlAction(kind=action), f"operator ({by})",
+                                     "operator")
+                return
+            why = f"hung up by an operator ({by})"
+            st.ended_by = "daemon"
+            st.move(Stage.ENDING)
+            ctx.record(st, EventKind.HANGUP, requested_by="operator", reason=why,
+                       cause="normal")
+            for channel in (st.buyer_channel, st.channel_id):
+                if channel:
+                    try:
+                        await ops.hangup(channel)
+                    except ChannelOpFailed as exc:
+                        ctx.record(st, EventKind.ERROR, request="hangup", error=str(exc))
+            self._close(call, "daemon", why)
 
     def _close(self, call: AgiCall, ended_by: str, reason: str) -> None:
         st = call.st

@@ -29,78 +29,33 @@ from keypress_ari.ami.tracker import (
     CallGone,
     CallTracker,
     DigitPressed,
+    Leg,
     NativeBridge,
 )
 from keypress_ari.calllog.kinds import EventKind
 from keypress_ari.calllog.ops import CallOpened
 from keypress_ari.calls import state as call_data
 from keypress_ari.calls.agi_mode import buyer_for_channel
+from keypress_ari.calls.ami_channel_ops import AmiChannelOps
 from keypress_ari.calls.call import TOKEN_VARIABLE_PREFIX, new_call_id
-from keypress_ari.calls.channel_ops import ChannelGone, ChannelOpFailed
+from keypress_ari.calls.channel_ops import ChannelOpFailed
 from keypress_ari.calls.context import CallContext
 from keypress_ari.calls.flow_runner import FlowRunner
-from keypress_ari.calls.handover import Handover, StasisDoor, needs_stasis, to_stasis
+from keypress_ari.calls.handover import (
+    STASIS_ONLY_ACTIONS,
+    Handover,
+    StasisDoor,
+    needs_stasis,
+    to_stasis,
+)
 from keypress_ari.calls.live import LiveControl
 from keypress_ari.calls.resync import open_states
 from keypress_ari.calls.scope import CallScope, NoHost
 from keypress_ari.calls.state import CallState, Stage
+from keypress_ari.flows.actions import CallControlAction
 from keypress_ari.store.port import CallStore
 
 log = structlog.get_logger("keypress.ami")
-
-
-class NotInAmiMode(ChannelOpFailed):
-    pass
-
-
-class AmiChannelOps:
-    """:class:`~keypress_ari.calls.channel_ops.ChannelOps` over AMI actions (channel names)."""
-
-    __slots__ = ("_ami",)
-
-    def __init__(self, ami: AmiClient) -> None:
-        self._ami = ami
-
-    async def _action(self, name: str, **fields: str) -> None:
-        try:
-            await self._ami.action(name, **fields)
-        except AmiError as exc:
-            if "No such channel" in str(exc):
-                raise ChannelGone(str(exc)) from exc
-            raise ChannelOpFailed(str(exc)) from exc
-
-    async def mute_inbound(self, channel: str) -> None:
-        await self._action("MuteAudio", Channel=channel, Direction="in", State="on")
-
-    async def unmute_inbound(self, channel: str) -> None:
-        await self._action("MuteAudio", Channel=channel, Direction="in", State="off")
-
-    async def start_moh(self, channel: str) -> None:
-        raise NotInAmiMode("hold is not built for the ami mode")
-
-    async def stop_moh(self, channel: str) -> None:
-        raise NotInAmiMode("unhold is not built for the ami mode")
-
-    async def play(self, channel: str, media: str) -> None:
-        raise NotInAmiMode("play is not built for the ami mode")
-
-    async def send_dtmf(self, channel: str, digit: str) -> None:
-        await self._action("PlayDTMF", Channel=channel, Digit=digit)
-
-    async def hangup(self, channel: str) -> None:
-        await self._action("Hangup", Channel=channel, Cause="16")
-
-    async def set_variable(self, channel: str, name: str, value: str) -> None:
-        await self._action("Setvar", Channel=channel, Variable=name, Value=value)
-
-    async def variable(self, channel: str, name: str) -> str | None:
-        try:
-            reply = await self._ami.action("Getvar", Channel=channel, Variable=name)
-        except AmiError:
-            return None
-        return reply.get("Value") or None
-
-
 
 
 @dataclass(slots=True)
@@ -293,7 +248,8 @@ class AmiCalls:
             flow = live.would_run(d.leg, d.digit)
             reason = needs_stasis(flow) if flow is not None else None
             if reason is not None:
-                await self._hand_over(call, d, reason)
+                await self._hand_over(call, reason, d.caller_uniqueid, d.buyer_uniqueid,
+                                      leg=d.leg, digit=d.digit, duration_ms=d.duration_ms)
                 return
             before = dict(st.tokens)
             await live.digit(d.leg, d.digit, d.duration_ms)
@@ -309,26 +265,72 @@ class AmiCalls:
             elif st.dirty:
                 self._ctx.persist(st)
 
-    async def _hand_over(self, call: AmiCall, d: DigitPressed, reason: str) -> None:
-        """Redirect both legs into the Stasis app, which handles this press (``reason`` is
-        what needs it there). Should the redirect fail, the call stays an ami call."""
+    def operator_action(self, call_id: str, action: str, by: str = "console") -> bool:
+        """An operator's action (``handover.OPERATOR_ACTIONS``) on one of this mode's calls,
+        in order with its presses; hold and unhold move the call into the Stasis app first.
+        False: no such live call here."""
+        call = next((c for c in self._calls.values() if c.st is not None
+                     and c.st.call_id == call_id and not (c.ended or c.moved)), None)
+        if call is None:
+            return False
+        task = asyncio.get_running_loop().create_task(self._operate(call, action, by))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _operate(self, call: AmiCall, action: str, by: str) -> None:
+        async with call.lock:
+            st = call.st
+            if st is None or call.ended or call.moved:
+                return
+            if action in STASIS_ONLY_ACTIONS:
+                caller_uid, buyer_uid = self.tracker.legs(st.linkedid or "")
+                if caller_uid is None:
+                    self._ctx.record(st, EventKind.OPERATOR_ACTION, action=action, by=by,
+                                     outcome="failed", error="the caller's channel is gone")
+                    return
+                await self._hand_over(call, f"operator {action}", caller_uid, buyer_uid or "",
+                                      leg="caller", digit="", duration_ms=0, action=action,
+                                      by=by)
+                return
+            self._ctx.record(st, EventKind.OPERATOR_ACTION, action=action, by=by)
+            driver = _Driver(self._ctx, call, self._ops)
+            if action == "hangup":
+                await driver.end_call("normal", f"hung up by an operator ({by})")
+                self._close(st, "daemon", f"hung up by an operator ({by})")
+                return
+            runner = FlowRunner(CallScope(self._ctx, st, NoHost()), self._ops, driver)
+            await runner.control(CallControlAction(kind=action), f"operator ({by})", "operator")
+            if st.dirty:
+                self._ctx.persist(st)
+
+    async def _hand_over(self, call: AmiCall, reason: str, caller_uid: str, buyer_uid: str,
+                         *, leg: Leg, digit: str, duration_ms: int, action: str | None = None,
+                         by: str = "console") -> None:
+        """Redirect both legs into the Stasis app, which handles this press, or runs the
+        operator's ``action`` (``reason`` is what needs it there). Should the redirect
+        fail, the call stays an ami call."""
         st = call.st
         assert st is not None
         ctx = self._ctx
         if self.handover_missing:
-            ctx.record(st, EventKind.KEY_PRESS, leg=d.leg, digit=d.digit,
-                       duration_ms=d.duration_ms, matched=True, ignored=True,
-                       reason=f"{reason} needs the call in the Stasis app, but "
-                              f"{self.handover_missing}")
+            why = f"{reason} needs the call in the Stasis app, but {self.handover_missing}"
+            if action is not None:
+                ctx.record(st, EventKind.OPERATOR_ACTION, action=action, by=by,
+                           outcome="failed", error=why)
+            else:
+                ctx.record(st, EventKind.KEY_PRESS, leg=leg, digit=digit,
+                           duration_ms=duration_ms, matched=True, ignored=True, reason=why)
             ctx.persist(st)
             return
-        ctx.record(st, EventKind.MOVING_TO_STASIS, leg=d.leg, digit=d.digit, reason=reason,
+        ctx.record(st, EventKind.MOVING_TO_STASIS, leg=leg, digit=digit or None, reason=reason,
                    context=self._handover_context)
         saved = st.snapshot()
         caller_name, buyer_name = st.channel_id, st.buyer_channel
-        buyer_uid = d.buyer_uniqueid if buyer_name else None
-        to_stasis(st, d.caller_uniqueid, buyer_uid)
-        handover = Handover(st, d.caller_uniqueid, buyer_uid, d.leg, d.digit, d.duration_ms)
+        buyer = buyer_uid if buyer_name and buyer_uid else None
+        to_stasis(st, caller_uid, buyer)
+        handover = Handover(st, caller_uid, buyer, leg, digit, duration_ms, action=action,
+                            by=by)
         self._stasis.expect_handover(handover)
         call.moved = True
         fields = {"Channel": caller_name, "Context": self._handover_context,

@@ -207,6 +207,9 @@ class Call:
         self.ctx.record(st, EventKind.ENTERED_STASIS, legs=handover.channels())
         if handover.buyer is not None and not await self.dialing.bridge_legs(handover.buyer):
             return
+        if handover.action is not None:
+            await self._operator(OperatorAction(st.channel_id, handover.action, handover.by))
+            return
         await self.live.digit(handover.leg, handover.digit, handover.duration_ms)
 
     async def _handover_timed_out(self) -> None:

@@ -46,6 +46,8 @@ class Handover:
     leg: Leg              # who pressed
     digit: str
     duration_ms: int
+    action: str | None = None  # an operator's action to run there instead of the press
+    by: str = "console"
     arrived: set[str] = field(default_factory=set)
 
     def channels(self) -> list[str]:

@@ -47,18 +47,27 @@ def changes(stored: Catalog, incoming: Catalog) -> list[str]:
     return out or ["nothing changes"]
 
 
-async def _audit(request: web.Request) -> list[Any]:
+def _objects(catalog: Catalog) -> list[tuple[str, str, list[str]]]:
+    """``(kind, label, names)`` rows of the catalog's object list (links to the editors)."""
+    return [(kind, kind.rstrip("s").replace("_", " "),
+             [getattr(x, key) for x in getattr(catalog, kind)]) for kind, key in KINDS]
+
+
+async def _render_page(request: web.Request, status: int = 200, **values: Any) -> web.Response:
     async with request.app[POOL].acquire() as conn:
-        return await audit.recent(conn)
+        catalog = await load_catalog_with_version(conn)
+        rows = await audit.recent(conn)
+    return _render(request, "catalog.html", status=status, audit=rows,
+                   objects=_objects(catalog[1]), **values)
 
 
 async def catalog_page(request: web.Request) -> web.Response:
     session = _session(request)
     async with request.app[POOL].acquire() as conn:
         version, catalog = await load_catalog_with_version(conn)
-    return _render(request, "catalog.html", session=session, title="Catalog",
-                   text=dump_catalog_yaml(catalog), version=version, preview=[], saved="",
-                   audit=await _audit(request))
+    return await _render_page(request, session=session, title="Catalog",
+                              text=dump_catalog_yaml(catalog), version=version, preview=[],
+                              saved="")
 
 
 async def catalog_yaml(request: web.Request) -> web.Response:
@@ -84,8 +93,7 @@ async def catalog_post(request: web.Request) -> web.Response:
                               "version": opened, "preview": [], "saved": ""}
     if len(text) > MAX_YAML:
         values["error"] = f"{SOURCE}: more than {MAX_YAML} bytes"
-        return _render(request, "catalog.html", status=422, audit=await _audit(request),
-                       **values)
+        return await _render_page(request, 422, **values)
     try:
         incoming = load_catalog_yaml(text, SOURCE, partial=True)
         async with request.app[POOL].acquire() as conn:
@@ -104,13 +112,11 @@ async def catalog_post(request: web.Request) -> web.Response:
                 values["preview"] = changes(stored, incoming)
     except CatalogError as exc:
         values["error"] = str(exc)
-        return _render(request, "catalog.html", status=422, audit=await _audit(request),
-                       **values)
+        return await _render_page(request, 422, **values)
     except CatalogChanged as exc:
         values["error"] = str(exc)
-        return _render(request, "catalog.html", status=409, audit=await _audit(request),
-                       **values)
-    return _render(request, "catalog.html", audit=await _audit(request), **values)
+        return await _render_page(request, 409, **values)
+    return await _render_page(request, **values)
 
 
 def add_routes(app: web.Application) -> None:

@@ -28,9 +28,10 @@ def _env() -> jinja2.Environment:
                               autoescape=True, undefined=jinja2.StrictUndefined)
 
 
-def _render(request: web.Request, name: str, status: int = 200, **values: Any) -> web.Response:
+def _render(request: web.Request, template: str, status: int = 200, **values: Any
+            ) -> web.Response:
     values.setdefault("error", "")
-    html = request.app[TEMPLATES].get_template(name).render(
+    html = request.app[TEMPLATES].get_template(template).render(
         session=values.pop("session", None), **values)
     return web.Response(text=html, status=status, content_type="text/html", headers={
         "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'",

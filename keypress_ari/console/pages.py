@@ -19,7 +19,7 @@ from aiohttp import web
 
 from keypress_ari.calllog.kinds import press_outcome
 from keypress_ari.calls.handover import OPERATOR_ACTIONS
-from keypress_ari.console import catalog_page
+from keypress_ari.console import catalog_page, editor_page
 from keypress_ari.console.activity import Activity
 from keypress_ari.console.common import (
     ACT,
@@ -198,7 +198,7 @@ async def act(request: web.Request) -> web.Response:
 
 async def static(request: web.Request) -> web.FileResponse:
     name = request.match_info["name"]
-    if name != "live.js":
+    if name not in ("live.js", "editor.js"):
         raise web.HTTPNotFound()
     return web.FileResponse(HERE / "static" / name)
 
@@ -224,3 +224,4 @@ def add_console(app: web.Application, *, token: str, live: LiveCalls,
     r.add_post("/console/live/{call_id}/{action}", act)
     r.add_get("/console/static/{name}", static)
     catalog_page.add_routes(app)
+    editor_page.add_routes(app)

@@ -13,8 +13,9 @@ database and loading it gives back an equal catalog.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,6 +247,42 @@ class CatalogChanged(Exception):
         self.opened, self.now = opened, now
 
 
+class ObjectChanged(Exception):
+    """One object changed (or appeared, or went) since an editor opened it."""
+
+    def __init__(self, kind: str, name: str, *, created: bool) -> None:
+        label = kind.rstrip("s").replace("_", " ")
+        what = "was created by someone else" if created else "changed since you opened it"
+        super().__init__(f"{label} {name} {what}: reload it, look at the change, and apply "
+                         f"yours again (nothing was saved)")
+        self.kind, self.name = kind, name
+
+
+# Which attribute names an object of each kind, for fingerprints and expectations.
+KEY_OF = {"flow_groups": "name", "routers": "name", "buyers": "name", "numbers": "number"}
+
+
+def fingerprint(item: Any) -> str:
+    """A short digest of one catalog object's content: an editor's "as I opened it"."""
+    text = json.dumps(item.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def stored_fingerprint(stored: Catalog, kind: str, name: str) -> str | None:
+    """The fingerprint of ``kind``/``name`` in ``stored``; ``None`` when there is none."""
+    for item in getattr(stored, kind):
+        if getattr(item, KEY_OF[kind]) == name:
+            return fingerprint(item)
+    return None
+
+
+def _check_expected(stored: Catalog, expected: Mapping[tuple[str, str], str | None]) -> None:
+    for (kind, name), opened in expected.items():
+        now = stored_fingerprint(stored, kind, name)
+        if now != opened:
+            raise ObjectChanged(kind, name, created=opened is None)
+
+
 def check_import(stored: Catalog, incoming: Catalog, source: str) -> None:
     """Raise ``CatalogError`` if importing ``incoming`` over ``stored`` would give an invalid
     catalog (what :func:`import_catalog` checks before writing; a preview's check)."""
@@ -255,6 +292,7 @@ def check_import(stored: Catalog, incoming: Catalog, source: str) -> None:
 async def import_catalog(
     conn: asyncpg.Connection, catalog: Catalog, *, source: str = "import",
     expected_version: int | None = None,
+    expected: Mapping[tuple[str, str], str | None] | None = None,
 ) -> ImportSummary:
     """Upsert ``catalog`` (full or ``Catalog.partial``) into the database in one transaction.
 
@@ -265,7 +303,10 @@ async def import_catalog(
     ``source`` and the path in ``catalog``) is raised and nothing is written. Then the catalog
     version is bumped and ``NOTIFY keypress_catalog, '<version>'`` is sent (on commit).
     ``expected_version``: refuse (:class:`CatalogChanged`, nothing written) unless the
-    catalog is still at that version (an editor's save).
+    catalog is still at that version (an editor's save of the whole catalog).
+    ``expected``: ``{(kind, name): fingerprint}`` of the objects an editor opened (``None``:
+    it did not exist); refuse (:class:`ObjectChanged`, nothing written) if any differs now.
+    Checked under the import lock, so two concurrent saves of one object cannot both pass.
     """
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", IMPORT_LOCK_ID)
@@ -274,6 +315,8 @@ async def import_catalog(
             if now != expected_version:
                 raise CatalogChanged(expected_version, now)
         stored = await _read(conn)
+        if expected:
+            _check_expected(stored, expected)
         _merge(stored, catalog, source)
         flows_written = 0
         for group in catalog.flow_groups:

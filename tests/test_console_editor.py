@@ -214,3 +214,30 @@ async def test_editor_and_blocklist_forms_need_the_session_and_csrf(
         async with http.post(delete, data={"csrf": token, "opened": opened.group(1)}) as resp:
             assert resp.status == 409 and "used by router &#39;bridged&#39;" in await resp.text()
         assert await db.fetchval("SELECT count(*) FROM buyers WHERE name = 'acme'") == 1
+
+
+UNLABELLED = """
+return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
+  .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+  .map(el => el.name || el.id);
+"""
+
+
+@pytest.mark.parametrize("path", ["/console/catalog/flow_groups/prompt",
+                                  "/console/catalog/routers/r", "/console/catalog",
+                                  "/console/blocklist", "/console/live", "/console/calls",
+                                  "/console/simulate", "/console/"])
+async def test_every_field_has_a_label_and_pages_fit_a_phone(
+        console: tuple[RunningDaemon, Browser], path: str) -> None:
+    _, browser = console
+    await log_in(browser)
+    await browser.open(path)
+    await browser.wait(ec.presence_of_element_located((By.TAG_NAME, "h1")))
+    assert await browser.run(lambda d: d.execute_script(UNLABELLED)) == []
+    await browser.run(lambda d: d.set_window_size(390, 844))
+    await browser.open(path)
+    await browser.wait(ec.presence_of_element_located((By.TAG_NAME, "h1")))
+    wide = await browser.run(lambda d: d.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth]"))
+    assert wide[0] <= wide[1], f"{path}: {wide[0]} px of content in a {wide[1]} px window"
+    await browser.shot("phone-" + (path.strip("/").replace("/", "-") or "dashboard"))

@@ -126,6 +126,18 @@ class AmiSettings(_Section):
     handover_context: str = Field("keypress-handover", pattern=r"^[A-Za-z0-9_-]+$")
 
 
+class BroadcastSettings(_Section):
+    """Calls offered by ``StasisBroadcast()`` to several daemons (one app name each): the
+    first claim wins. A daemon claims while it accepts calls and has fewer than
+    ``max_calls`` live; it waits ``delay_per_call_ms`` per live call first (at most
+    ``max_delay_ms``), so that the least loaded daemon tends to claim first."""
+
+    claim: bool = True
+    max_calls: int | None = Field(None, ge=1)
+    delay_per_call_ms: float = Field(0.0, ge=0, le=1000)
+    max_delay_ms: float = Field(200.0, ge=0, le=10_000)
+
+
 class RuntimeSettings(_Section):
     # uvloop: about 15-20 % more key presses per CPU-second and shorter latency tails under
     # load than asyncio's own loop (bench/results/profile.md); "asyncio" is the fallback.
@@ -145,6 +157,7 @@ class Settings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     agi: AgiSettings = AgiSettings()
     ami: AmiSettings = AmiSettings()
+    broadcast: BroadcastSettings = BroadcastSettings()
     journal: JournalSettings = JournalSettings()
     runtime: RuntimeSettings = RuntimeSettings()
 

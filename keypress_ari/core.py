@@ -13,13 +13,17 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import structlog
+
 from keypress_ari.ari.client import AriClient
+from keypress_ari.ari.events import ApplicationReplaced, CallBroadcast, Event
 from keypress_ari.ari.stream import EventStream
 from keypress_ari.calls.blocklist import Blocklist
+from keypress_ari.calls.claims import Claimer
 from keypress_ari.calls.context import CallContext, CatalogRef
 from keypress_ari.calls.dispatcher import Dispatcher
 from keypress_ari.calls.timing import DtmfLatency
-from keypress_ari.config import CallSettings
+from keypress_ari.config import BroadcastSettings, CallSettings
 from keypress_ari.metrics import DaemonMetrics
 from keypress_ari.store.journal import Journal
 from keypress_ari.store.log_writer import CallLogWriter
@@ -36,6 +40,9 @@ class AriEndpoint:
     reconnect_max_backoff: float = 5.0
 
 
+log = structlog.get_logger("keypress.core")
+
+
 @dataclass(slots=True)
 class CallCore:
     ari: AriClient
@@ -43,6 +50,9 @@ class CallCore:
     dispatcher: Dispatcher
     ctx: CallContext
     calllog: CallLogWriter
+    claimer: Claimer
+    replaced: bool = False  # another websocket took the app name: this stream stopped
+    stopping: asyncio.Task[None] | None = None
 
     def start(self) -> list[asyncio.Task[None]]:
         """Start the writer and the stream (the stream connects and reconnects by itself)."""
@@ -62,6 +72,7 @@ def build_call_core(
     on_outbox: Callable[[], None] | None = None,
     on_connect: Callable[[], Awaitable[None]] | None = None,
     on_dtmf_latency: Callable[[float], None] | None = None,
+    broadcast: BroadcastSettings | None = None,
 ) -> CallCore:
     """Build (not start) the call core. ``on_dtmf_latency`` gets the seconds from a DTMF
     event's arrival to the first ARI request it led to (default: the metrics histogram)."""
@@ -83,8 +94,28 @@ def build_call_core(
                       blocklist=blocklist if blocklist is not None else Blocklist(),
                       is_connected=connected)
     dispatcher = Dispatcher(ctx, arrival_clock=frame_time)
+    claimer = Claimer(ari, endpoint.app, broadcast or BroadcastSettings(),
+                      live_calls=lambda: dispatcher.active_calls,
+                      accepting=lambda: dispatcher.accepting,
+                      on_outcome=lambda outcome: metrics.claims.labels(outcome=outcome).inc())
+    core: CallCore | None = None
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, CallBroadcast):
+            claimer.on_broadcast(event)
+        elif isinstance(event, ApplicationReplaced):
+            assert core is not None
+            core.replaced = True
+            log.error("another websocket registered this daemon's Stasis app name: it gets "
+                      "the app's calls from now on; this daemon stops its event stream "
+                      "(give every daemon its own [ari] app)", app=endpoint.app)
+            core.stopping = asyncio.get_running_loop().create_task(core.stream.stop())
+        else:
+            dispatcher.on_event(event)
+
     stream = EventStream(endpoint.url, endpoint.user, endpoint.password, apps=endpoint.app,
-                         on_event=dispatcher.on_event, on_connect=on_connect,
+                         on_event=on_event, on_connect=on_connect,
                          backoff_cap=endpoint.reconnect_max_backoff)
     metrics.set_calls_active(lambda: dispatcher.active_calls)
-    return CallCore(ari, stream, dispatcher, ctx, calllog)
+    core = CallCore(ari, stream, dispatcher, ctx, calllog, claimer)
+    return core

@@ -122,7 +122,7 @@ class Daemon:
                         a.request_timeout, a.reconnect_max_backoff),
             store=self.store, catalog=self.catalog, settings=s.calls, metrics=self.metrics,
             blocklist=self.blocklist, journal=Journal(s.journal.directory, s.journal.max_bytes),
-            on_outbox=webhooks.wake, on_connect=self._on_connect)
+            on_outbox=webhooks.wake, on_connect=self._on_connect, broadcast=s.broadcast)
         self.calllog, self.ari = core.calllog, core.ari
         self.dispatcher, self.stream = core.dispatcher, core.stream
         try:  # what the journal holds (PostgreSQL was away, or a crash) is written first
@@ -220,7 +220,10 @@ class Daemon:
         """Ready: the ARI event stream is connected and PostgreSQL answers."""
         ari_ok = self.stream is not None and self.stream.connected
         db_ok = self.store is not None and await self.store.ping(2.0)
-        return {"ready": ari_ok and db_ok, "ari": ari_ok, "database": db_ok,
+        replaced = self.core is not None and self.core.replaced
+        return {"ready": ari_ok and db_ok and not replaced, "ari": ari_ok, "database": db_ok,
+                "app_replaced": replaced,
+                "claims": self.core.claimer.counts.as_dict() if self.core else {},
                 "catalog_version": self.catalog.version,
                 "call_log_backlog": self.calllog.backlog if self.calllog else 0,
                 "journal_backlog": self.calllog.journal_backlog if self.calllog else 0,
@@ -322,6 +325,8 @@ class Daemon:
             self.dispatcher.accepting = False
         if self.stream is not None:
             await self.stream.stop()
+        if self.core is not None:
+            await self.core.claimer.close()
         if self.dispatcher is not None:
             await self.dispatcher.idle(grace / 2)
         if self.calllog is not None:

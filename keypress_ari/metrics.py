@@ -289,6 +289,10 @@ class DaemonMetrics:
             ("mode", "action", "outcome"))
         self.webhooks = r.counter(
             "keypress_webhook_deliveries_total", "Webhook deliveries by outcome.", ("outcome",))
+        self.claims = r.counter(
+            "keypress_broadcast_claims_total",
+            "Calls StasisBroadcast() offered, by outcome (won, lost to another daemon, late, "
+            "failed, declined: draining or at broadcast.max_calls).", ("outcome",))
         self.dtmf_to_ari = r.histogram(
             "keypress_dtmf_to_ari_seconds",
             "Time from a DTMF event arriving to the first ARI request it caused.")

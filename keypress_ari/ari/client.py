@@ -158,6 +158,12 @@ class AriClient:
         body = await self._request("GET", f"/applications/{_q(name)}")
         return dict(body) if isinstance(body, dict) else {}
 
+    async def claim(self, channel_id: str, application: str) -> None:
+        """Claim a channel ``StasisBroadcast()`` offered (``CallBroadcast``): AriConflict when
+        another app won it, AriNotFound when the offer is over (claimed or timed out)."""
+        await self._request("POST", "/events/claim",
+                            params={"channelId": channel_id, "application": application})
+
     # --- channels ----------------------------------------------------------------------
 
     async def list_channels(self) -> list[Channel]:

@@ -189,6 +189,19 @@ class ChannelTalkingFinished(_Event):
     duration: int
 
 
+class CallBroadcast(_Event):
+    """``StasisBroadcast()`` offers a channel to the apps its filter matches: the first
+    ``POST /events/claim`` wins it (StasisStart follows), the others get 409."""
+
+    channel: ChannelRef
+    caller: str | None = None
+    called: str | None = None
+
+
+class ApplicationReplaced(_Event):
+    """Another websocket registered this app name: this one gets no more events."""
+
+
 class UnknownEvent(_Model):
     """An event type this module does not model; ``raw`` is the whole message."""
 
@@ -212,6 +225,8 @@ Event = (
     | BridgeDestroyed
     | ChannelTalkingStarted
     | ChannelTalkingFinished
+    | CallBroadcast
+    | ApplicationReplaced
     | UnknownEvent
 )
 
@@ -233,6 +248,8 @@ _EVENT_TYPES: dict[str, type[_Event]] = {
         BridgeDestroyed,
         ChannelTalkingStarted,
         ChannelTalkingFinished,
+        CallBroadcast,
+        ApplicationReplaced,
     )
 }
 

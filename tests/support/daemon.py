@@ -19,6 +19,7 @@ from keypress_ari.config import (
     AgiSettings,
     AmiSettings,
     AriSettings,
+    BroadcastSettings,
     CallSettings,
     DatabaseSettings,
     JournalSettings,
@@ -113,13 +114,14 @@ ADMIN_TOKEN = "test-admin-token"
 def daemon_settings(asterisk: Any, dsn: str, *, admin: bool = False,
                     state_dir: Path | None = None, journal_max_bytes: int | None = None,
                     agi: bool = False, ami: bool = False, ami_port: int | None = None,
-                    ami_handover: str = "keypress-handover", **calls: Any) -> Settings:
+                    ami_handover: str = "keypress-handover", app: str = "keypress",
+                    broadcast: BroadcastSettings | None = None, **calls: Any) -> Settings:
     journal = JournalSettings() if state_dir is None else JournalSettings(state_dir=state_dir)
     if journal_max_bytes is not None:
         journal = journal.model_copy(update={"max_bytes": journal_max_bytes})
     return Settings(
         ari=AriSettings(url=asterisk.base_url, user=asterisk.ari_user,
-                        password=asterisk.ari_password, app="keypress"),
+                        password=asterisk.ari_password, app=app),
         database=DatabaseSettings(dsn=dsn),
         calls=CallSettings(**calls),
         admin=AdminSettings(port=0, token=ADMIN_TOKEN if admin else ""),
@@ -128,6 +130,7 @@ def daemon_settings(asterisk: Any, dsn: str, *, admin: bool = False,
         agi=AgiSettings(enabled=agi, port=asterisk.agi_port),
         ami=AmiSettings(enabled=ami, port=ami_port or asterisk.ami_port, user=asterisk.ami_user,
                         secret=asterisk.ami_password, handover_context=ami_handover),
+        broadcast=broadcast or BroadcastSettings(),
     )
 
 
@@ -146,12 +149,14 @@ async def daemon_factory(asterisk: Any, pg_dsn: str, db: Any, tmp_path: Path) ->
     async def start(*, admin: bool = False, dsn: str | None = None,
                     state_dir: Path | None = None, journal_max_bytes: int | None = None,
                     agi: bool = False, ami: bool = False, ami_port: int | None = None,
-                    ami_handover: str = "keypress-handover", **calls: Any) -> RunningDaemon:
+                    ami_handover: str = "keypress-handover", app: str = "keypress",
+                    broadcast: BroadcastSettings | None = None, **calls: Any) -> RunningDaemon:
         if state_dir is None:
             state_dir = tmp_path / f"daemon-state-{len(started) + 1}"
         d = Daemon(daemon_settings(asterisk, dsn or pg_dsn, admin=admin, state_dir=state_dir,
                                    journal_max_bytes=journal_max_bytes, agi=agi, ami=ami,
-                                   ami_port=ami_port, ami_handover=ami_handover, **calls))
+                                   ami_port=ami_port, ami_handover=ami_handover, app=app,
+                                   broadcast=broadcast, **calls))
         watch = LogWatch()
         await d.start()
         started.append(d)

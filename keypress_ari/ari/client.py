@@ -170,6 +170,12 @@ class AriClient:
         data = await self._request("GET", "/channels")
         return [Channel.model_validate(item) for item in data or ()]
 
+    async def move(self, channel_id: str, app: str, app_args: str = "") -> None:
+        """Move a channel from the Stasis app it is in into ``app`` (StasisEnd there,
+        StasisStart here); AriNotFound when the channel is gone."""
+        params = {"app": app, **({"appArgs": app_args} if app_args else {})}
+        await self._request("POST", f"/channels/{_q(channel_id)}/move", params=params)
+
     async def get_channel(self, channel_id: str) -> Channel:
         return Channel.model_validate(await self._request("GET", f"/channels/{_q(channel_id)}"))
 

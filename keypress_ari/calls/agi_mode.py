@@ -181,7 +181,8 @@ class AgiCalls:
         answered_at = (await agi.variable("KEYPRESS_ANSWERED_AT", buyer_chan or None)
                        if buyer_chan else None)
         st = CallState(call_id=new_call_id(), channel_id=caller_chan or own, mode="fastagi",
-                       linkedid=linkedid, number=number, caller_number=caller_number)
+                       linkedid=linkedid, owner=ctx.owner, number=number,
+                       caller_number=caller_number)
         found = catalog.number(number)
         st.router = found.router if found else None
         st.buyer = buyer_name or (buyer_for_channel(catalog, buyer_chan) if buyer_chan else None)
@@ -324,7 +325,7 @@ class AgiCalls:
 
     async def adopt(self, store: CallStore) -> int:
         """A restarted daemon takes back its open fastagi calls (their snapshots)."""
-        states = await open_states(store, "fastagi")
+        states = await open_states(store, "fastagi", self._ctx.owner)
         for st in states:
             assert st.linkedid is not None
             self._calls[st.linkedid] = AgiCall(st, CallScope(self._ctx, st, NoHost()))

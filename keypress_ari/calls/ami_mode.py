@@ -141,7 +141,7 @@ class AmiCalls:
     async def adopt(self, store: CallStore) -> int:
         """A restarted daemon takes back its open ami calls (their snapshots); their legs are
         found again by :meth:`resync` once AMI is up."""
-        states = await open_states(store, "ami")
+        states = await open_states(store, "ami", self._ctx.owner)
         for st in states:
             assert st.linkedid is not None
             self._calls[st.linkedid] = AmiCall(st=st)
@@ -368,7 +368,8 @@ class AmiCalls:
             log.debug("AMI press on a call we do not serve", number=number, buyer=buyer)
             return None
         st = CallState(call_id=new_call_id(), channel_id=d.caller_channel, mode="ami",
-                       linkedid=d.linkedid, number=number, caller_number=d.caller_number)
+                       linkedid=d.linkedid, number=number, caller_number=d.caller_number,
+                       owner=self._ctx.owner)
         st.router = found.router if found else None
         st.buyer, st.buyer_channel = buyer, d.buyer_channel or None
         st.legs = {"caller": d.caller_channel, "buyer": d.buyer_channel}

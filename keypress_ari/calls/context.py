@@ -54,6 +54,7 @@ class CallContext:
     load: BuyerLoad = field(default_factory=BuyerLoad)
     blocklist: Blocklist = field(default_factory=Blocklist)
     app: str = "keypress"
+    owner: str | None = None  # this daemon's name in the cluster (calls' ``owner``)
     clock: Callable[[], float] = time.time  # wall clock for time limits (tests may shift it)
     is_connected: Callable[[], bool] = lambda: True  # the ARI events stream is up
     _staged: list[_Staged] = field(default_factory=list)

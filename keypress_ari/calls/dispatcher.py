@@ -94,7 +94,8 @@ class Dispatcher:
         if slot is None:
             if not isinstance(event, ev.StasisStart) or not self.accepting:
                 return
-            state = CallState(call_id=new_call_id(), channel_id=channel_id)
+            state = CallState(call_id=new_call_id(), channel_id=channel_id,
+                              owner=self.ctx.owner)
             slot = _Slot(Call(self.ctx, state, self))
             self._slots[channel_id] = slot
         slot.pending.append((event, self.arrival_clock()))

@@ -120,12 +120,17 @@ async def _destroy_orphan_bridges(dispatcher: Any, ari: AriClient, channels: set
     return destroyed
 
 
-async def open_states(store: CallStore, mode: str) -> list[CallState]:
-    """The open calls of one call mode, rebuilt from their snapshots; each continues after
+async def open_states(store: CallStore, mode: str, owner: str | None = None
+                      ) -> list[CallState]:
+    """The open calls of one call mode that ``owner`` carries (or that nobody was named for:
+    written before calls had owners), rebuilt from their snapshots; each continues after
     the highest ``seq`` written for it (rows may have followed the snapshot)."""
     states = []
     for row in await store.open_calls():
         state = CallState.from_snapshot(row.state)
+        if state.owner is not None and state.owner != owner:
+            continue  # another daemon's call
+        state.owner = owner
         if state.mode == mode and (mode == "stasis" or state.linkedid):
             state.seq = max(state.seq, row.last_seq)
             states.append(state)
@@ -137,7 +142,7 @@ async def adopt_open_calls(dispatcher: Any, store: CallStore) -> int:
 
     Calls whose channels are gone are closed by the resync that follows (ChannelVanished).
     """
-    states = await open_states(store, "stasis")  # the other modes adopt their own
+    states = await open_states(store, "stasis", dispatcher.ctx.owner)  # others: their own
     for state in states:
         dispatcher.adopt(state)
     return len(states)

@@ -64,6 +64,7 @@ class CallState:
     seq: int = 0                           # last call log sequence number used
     mode: str = "stasis"                   # how the call reached us: stasis | fastagi | ami
     linkedid: str | None = None            # Asterisk's linkedid (the fastagi mode's key)
+    owner: str | None = None               # the daemon that carries the call (cluster.name)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # never changes
     dirty: bool = False
     # started_at in ISO 8601, made once: a third of a snapshot's cost otherwise.
@@ -116,6 +117,7 @@ class CallState:
             "seq": self.seq,
             "mode": self.mode,
             "linkedid": self.linkedid,
+            "owner": self.owner,
             "started_at": started,
         }
 
@@ -150,6 +152,7 @@ class CallState:
             seq=int(snap.get("seq", 0)),
             mode=snap.get("mode", "stasis"),
             linkedid=snap.get("linkedid"),
+            owner=snap.get("owner"),
             started_at=datetime.fromisoformat(snap["started_at"]),
         )
 

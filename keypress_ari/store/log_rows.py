@@ -34,7 +34,10 @@ UPDATE calls SET stage = $2, tokens = $3::jsonb, legs = $4::jsonb, disposition =
        state = $6::jsonb,
        ended_at = COALESCE($7, ended_at), ended_by = COALESCE($8, ended_by),
        end_reason = COALESCE($9, end_reason)
-WHERE id = $1::uuid"""
+WHERE id = $1::uuid
+  AND (state->>'owner' IS NULL OR state->>'owner' = $6::jsonb->>'owner')"""
+# The owner test fences a daemon that lost the call to a peer (``store.leases``): its late
+# updates no longer overwrite what the new owner writes.
 
 _UPSERT_BLOCK = """
 INSERT INTO blocklist (caller_number, reason, call_id) VALUES ($1, $2, $3::uuid)

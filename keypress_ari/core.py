@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.stream import EventStream
 from keypress_ari.calls.blocklist import Blocklist
+from keypress_ari.calls.buyer_limits import BuyerLimits
 from keypress_ari.calls.context import CallContext, CatalogRef
 from keypress_ari.calls.dispatcher import Dispatcher
 from keypress_ari.calls.timing import DtmfLatency
@@ -58,6 +59,7 @@ def build_call_core(
     settings: CallSettings,
     metrics: DaemonMetrics,
     blocklist: Blocklist | None = None,
+    limits: BuyerLimits | None = None,
     journal: Journal | None = None,
     on_outbox: Callable[[], None] | None = None,
     on_connect: Callable[[], Awaitable[None]] | None = None,
@@ -81,6 +83,7 @@ def build_call_core(
 
     ctx = CallContext(ari, calllog, catalog, settings, app=endpoint.app,
                       blocklist=blocklist if blocklist is not None else Blocklist(),
+                      limits=limits if limits is not None else BuyerLimits(),
                       is_connected=connected)
     dispatcher = Dispatcher(ctx, arrival_clock=frame_time)
     stream = EventStream(endpoint.url, endpoint.user, endpoint.password, apps=endpoint.app,

@@ -113,13 +113,14 @@ ADMIN_TOKEN = "test-admin-token"
 def daemon_settings(asterisk: Any, dsn: str, *, admin: bool = False,
                     state_dir: Path | None = None, journal_max_bytes: int | None = None,
                     agi: bool = False, ami: bool = False, ami_port: int | None = None,
-                    ami_handover: str = "keypress-handover", **calls: Any) -> Settings:
+                    ami_handover: str = "keypress-handover", app: str = "keypress",
+                    **calls: Any) -> Settings:
     journal = JournalSettings() if state_dir is None else JournalSettings(state_dir=state_dir)
     if journal_max_bytes is not None:
         journal = journal.model_copy(update={"max_bytes": journal_max_bytes})
     return Settings(
         ari=AriSettings(url=asterisk.base_url, user=asterisk.ari_user,
-                        password=asterisk.ari_password, app="keypress"),
+                        password=asterisk.ari_password, app=app),
         database=DatabaseSettings(dsn=dsn),
         calls=CallSettings(**calls),
         admin=AdminSettings(port=0, token=ADMIN_TOKEN if admin else ""),
@@ -140,18 +141,22 @@ async def daemon_factory(asterisk: Any, pg_dsn: str, db: Any, tmp_path: Path) ->
     ``dsn`` replaces the test database's (e.g. through a ``TcpProxy``), ``ami_port`` the
     test Asterisk's AMI port (the same); every daemon gets
     a fresh journal state directory under the test's ``tmp_path`` unless ``state_dir`` is
-    given (a test that restarts a daemon on the same journal); ``journal_max_bytes`` too."""
+    given (a test that restarts a daemon on the same journal); ``journal_max_bytes`` too;
+    ``app`` names its Stasis app (a second daemon on the same Asterisk: ``keypress-b``, which
+    the ``keypress-inbound-b`` dialplan context hands calls to)."""
     started: list[Daemon] = []
 
     async def start(*, admin: bool = False, dsn: str | None = None,
                     state_dir: Path | None = None, journal_max_bytes: int | None = None,
                     agi: bool = False, ami: bool = False, ami_port: int | None = None,
-                    ami_handover: str = "keypress-handover", **calls: Any) -> RunningDaemon:
+                    ami_handover: str = "keypress-handover", app: str = "keypress",
+                    **calls: Any) -> RunningDaemon:
         if state_dir is None:
             state_dir = tmp_path / f"daemon-state-{len(started) + 1}"
         d = Daemon(daemon_settings(asterisk, dsn or pg_dsn, admin=admin, state_dir=state_dir,
                                    journal_max_bytes=journal_max_bytes, agi=agi, ami=ami,
-                                   ami_port=ami_port, ami_handover=ami_handover, **calls))
+                                   ami_port=ami_port, ami_handover=ami_handover, app=app,
+                                   **calls))
         watch = LogWatch()
         await d.start()
         started.append(d)

@@ -125,6 +125,9 @@ class Daemon:
         limits = self.limits = BuyerLimits(PgBuyerLegs(self.pool, self.daemon_id, lease),
                                            timeout=s.calls.buyer_reserve_timeout)
         self._tasks.append(asyncio.create_task(limits.run(lease / 3), name="buyer-leases"))
+        listener = self.listener
+        self.metrics.set_shared_db_sources(lambda: limits.fallbacks,
+                                           lambda: listener.reconnects)
         ws = s.webhooks
         webhooks = self.webhooks = WebhookWorker(
             Outbox(self.pool), secret=ws.secret.get_secret_value(), timeout=ws.timeout,

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from keypress_ari.calls.buyer_limits import GLOBAL
+from keypress_ari.calls.buyer_limits import GLOBAL, LOCAL
 from tests.support.daemon import RunningDaemon
 from tests.support.process import until
+from tests.support.tcpproxy import TcpProxy
+from tests.test_pg_outage import via
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.pg]
 
@@ -83,3 +85,29 @@ async def test_no_buyer_left_when_the_only_buyer_is_busy_on_the_other_daemon(
     skipped = await a.watch.event(second_id, "buyer_skipped")
     assert skipped.detail["reason"] == "at max_concurrency 1"
     assert "dialing" not in a.watch.kinds(second_id)
+
+
+async def test_postgresql_away_the_local_count_decides_and_the_leg_is_counted_once_back(
+        pg_proxy: TcpProxy, daemon_factory: Any, test_caller: Any, pg_dsn: str,
+        db: Any) -> None:
+    kp = await daemon_factory(dsn=via(pg_proxy, pg_dsn), buyer_lease=3.0,
+                              buyer_reserve_timeout=0.5)
+    await kp.load(CATALOG)
+    pg_proxy.refuse()
+    pg_proxy.reset()  # PostgreSQL unreachable from the daemon from here on
+    _first, first_id = await kp.enter(test_caller, "204")
+    dialing = await kp.watch.event(first_id, "dialing", buyer="one-at-a-time")
+    assert dialing.detail["counted"] == LOCAL  # routed all the same
+    await kp.watch.event(first_id, "bridged", buyer="one-at-a-time")
+    _second, second_id = await kp.enter(test_caller, "204")
+    skipped = await kp.watch.event(second_id, "buyer_skipped")  # its own legs still count
+    assert skipped.detail == {"buyer": "one-at-a-time", "reason": "at max_concurrency 1"}
+    await kp.watch.event(second_id, "bridged", buyer="answer")
+    assert kp.daemon.limits is not None and kp.daemon.limits.fallbacks == 1
+    pg_proxy.refuse(False)
+
+    async def counted() -> bool:  # the next lease renewal writes the leg held meanwhile
+        async with db.acquire() as conn:
+            return bool(await conn.fetchval(
+                "SELECT count(*) FROM buyer_legs WHERE buyer = 'one-at-a-time'") == 1)
+    await until(counted, 15.0, "the leg held while PostgreSQL was away reached buyer_legs")

@@ -63,6 +63,7 @@ async def test_listen_is_reissued_after_its_backend_is_terminated(
     assert listener.pid not in (None, pid)
     await picked_up_by_notify(d, db, "5550101")
     assert listener.reconnects == 1
+    assert "keypress_listen_reconnects_total 1\n" in d.metrics.render()
 
 
 async def test_listen_retries_with_backoff_while_postgresql_refuses_then_catches_up(

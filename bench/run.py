@@ -1,7 +1,7 @@
 """``make bench``: every benchmark figure side by side in one run; a table, JSON and PNGs.
 
     bench/.venv/bin/python -m bench.run [--quick] [--skip-library] [--skip-floor] [--skip-e2e]
-                                        [--skip-sip] [--out bench/results]
+                                        [--skip-sip] [--skip-buyer-reserve] [--out bench/results]
 
 Writes ``OUT/table.md`` (the table printed at the end), ``OUT/summary.json`` (the headline
 figures with their goals and ratios, the machine, the versions and this command) and the
@@ -319,6 +319,17 @@ def table(result: dict[str, Any]) -> str:
                      "sent = logged",
                      _goal(None if step["presses_sent"] is None
                            else step["presses_sent"] == step["presses_logged"])))
+    reserve = result.get("buyer_reserve") or {}
+    for key, what in (("sequential", "reserve + release, one at a time"),
+                      ("dial_path", "what a limited buyer's dial waits for (reserve)"),
+                      ("contended", "reserve + release, 16 tasks on one buyer, 2 pools")):
+        if key in reserve:
+            v = reserve[key]
+            rows.append((f"buyer limit across daemons: {what}",
+                         f"p50 {_f(v['p50_ms'], 3)} / p99 {_f(v['p99_ms'], 3)} ms ({v['n']})",
+                         "", ""))
+    if reserve.get("error"):
+        rows.append(("buyer limit across daemons", reserve["error"], "", ""))
     for key in ("error", "steps_failed"):
         if sip.get(key):
             rows.append(("SIP load", sip[key][:300], "", ""))
@@ -405,6 +416,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     log=log)
             except Exception as exc:
                 result[key] = {"error": f"{type(exc).__name__}: {exc}"}
+    if not args.skip_buyer_reserve:
+        log("== buyer reservation across daemons (reserve + release on local PostgreSQL)")
+        try:
+            from bench.buyer_reserve import run_buyer_reserve
+
+            result["buyer_reserve"] = await run_buyer_reserve(
+                admin_dsn=os.environ.get("KEYPRESS_TEST_DSN",
+                                         "postgresql://postgres@127.0.0.1:5432/postgres"),
+                samples=200 if quick else 2000, log=log)
+        except Exception as exc:
+            result["buyer_reserve"] = {"error": f"{type(exc).__name__}: {exc}"}
     if not args.skip_sip:
         log("== SIP load (SIPp callers and buyers through the router prompt)")
         try:
@@ -428,6 +450,7 @@ def main() -> None:
     parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--skip-sip", action="store_true")
+    parser.add_argument("--skip-buyer-reserve", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=procs.EVENT_LOOP,
                         help="the event loop of the daemon and of the apps it is compared with")

@@ -57,6 +57,11 @@ class CallSettings(_Section):
     max_presses_per_second: float = Field(5.0, gt=0, le=1000)  # per call, sustained
     press_burst: int = Field(10, ge=1, le=10_000)  # presses allowed at once before limiting
     log_batch_size: int = Field(500, ge=1, le=10_000)
+    # Buyers' max_concurrency counts the legs of every daemon on the database (buyer_legs):
+    # a daemon's legs stop counting this many seconds after it stopped renewing them (died).
+    buyer_lease: float = Field(30.0, ge=1, le=3600)
+    # A reservation PostgreSQL has not answered within this: the daemon's own count decides.
+    buyer_reserve_timeout: float = Field(1.0, gt=0, le=30)
 
 
 class AdminSettings(_Section):

@@ -19,6 +19,7 @@ from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.events import ApplicationReplaced, CallBroadcast, Event
 from keypress_ari.ari.stream import EventStream
 from keypress_ari.calls.blocklist import Blocklist
+from keypress_ari.calls.buyer_limits import BuyerLimits
 from keypress_ari.calls.claims import Claimer
 from keypress_ari.calls.context import CallContext, CatalogRef
 from keypress_ari.calls.dispatcher import Dispatcher
@@ -68,11 +69,13 @@ def build_call_core(
     settings: CallSettings,
     metrics: DaemonMetrics,
     blocklist: Blocklist | None = None,
+    limits: BuyerLimits | None = None,
     journal: Journal | None = None,
     on_outbox: Callable[[], None] | None = None,
     on_connect: Callable[[], Awaitable[None]] | None = None,
     on_dtmf_latency: Callable[[float], None] | None = None,
     broadcast: BroadcastSettings | None = None,
+    owner: str | None = None,
 ) -> CallCore:
     """Build (not start) the call core. ``on_dtmf_latency`` gets the seconds from a DTMF
     event's arrival to the first ARI request it led to (default: the metrics histogram)."""
@@ -92,7 +95,8 @@ def build_call_core(
 
     ctx = CallContext(ari, calllog, catalog, settings, app=endpoint.app,
                       blocklist=blocklist if blocklist is not None else Blocklist(),
-                      is_connected=connected)
+                      limits=limits if limits is not None else BuyerLimits(),
+                      is_connected=connected, owner=owner)
     dispatcher = Dispatcher(ctx, arrival_clock=frame_time)
     claimer = Claimer(ari, endpoint.app, broadcast or BroadcastSettings(),
                       live_calls=lambda: dispatcher.active_calls,

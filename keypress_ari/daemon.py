@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
+import socket
+import uuid
 from collections.abc import Coroutine
 from typing import Any
 
@@ -25,6 +28,7 @@ from keypress_ari.calls.agi_mode import AgiCalls
 from keypress_ari.calls.ami_channel_ops import AmiChannelOps
 from keypress_ari.calls.ami_mode import AmiCalls
 from keypress_ari.calls.blocklist import Blocklist
+from keypress_ari.calls.buyer_limits import BuyerLimits
 from keypress_ari.calls.context import CatalogRef
 from keypress_ari.calls.dispatcher import Dispatcher
 from keypress_ari.calls.outside_ops import AriOutsideOps
@@ -36,8 +40,10 @@ from keypress_ari.flows.model import Catalog
 from keypress_ari.http import AdminServer, create_admin_app
 from keypress_ari.metrics import DaemonMetrics
 from keypress_ari.store import catalog as catalog_store
+from keypress_ari.store.buyer_legs import PgBuyerLegs
 from keypress_ari.store.db import available_migrations, connect_pool
 from keypress_ari.store.journal import Journal
+from keypress_ari.store.listener import NotifyListener
 from keypress_ari.store.log_writer import CallLogWriter
 from keypress_ari.store.outbox import Outbox
 from keypress_ari.store.pg_store import PgStore
@@ -90,7 +96,10 @@ class Daemon:
         self.webhooks: WebhookWorker | None = None
         self._webhooks_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._listen_conn: Any = None
+        self.daemon_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.limits: BuyerLimits | None = None  # buyers' max_concurrency across daemons
+        self.listener: NotifyListener | None = None  # LISTEN for catalog/blocklist changes
+        self.catalog_notifies = 0  # NOTIFYs received for the catalog
         self._reload_lock = asyncio.Lock()
         self._catalog_changed = asyncio.Condition()
         self._adopted = False
@@ -105,11 +114,22 @@ class Daemon:
         await self._check_schema()
         await self.reload_catalog()
         await self.blocklist.load(self.store)
-        self._listen_conn = await self.pool.acquire()
-        await self._listen_conn.add_listener(CATALOG_CHANNEL, self._on_catalog_notify)
-        await self._listen_conn.add_listener(BLOCKLIST_CHANNEL, self._on_blocklist_notify)
+        self.listener = NotifyListener(
+            s.database.dsn.get_secret_value(),
+            {CATALOG_CHANNEL: self._on_catalog_notify,
+             BLOCKLIST_CHANNEL: self._on_blocklist_notify},
+            on_reconnect=self._caught_up_after_listen)
+        await self.listener.start()
+        self._tasks.append(asyncio.create_task(self.listener.run(), name="listen"))
         self._tasks.append(asyncio.create_task(self._check_catalog_periodically(),
                                                name="catalog-check"))
+        lease = s.calls.buyer_lease
+        limits = self.limits = BuyerLimits(PgBuyerLegs(self.pool, self.daemon_id, lease),
+                                           timeout=s.calls.buyer_reserve_timeout)
+        self._tasks.append(asyncio.create_task(limits.run(lease / 3), name="buyer-leases"))
+        listener = self.listener
+        self.metrics.set_shared_db_sources(lambda: limits.fallbacks,
+                                           lambda: listener.reconnects)
         ws = s.webhooks
         webhooks = self.webhooks = WebhookWorker(
             Outbox(self.pool), secret=ws.secret.get_secret_value(), timeout=ws.timeout,
@@ -121,8 +141,10 @@ class Daemon:
             AriEndpoint(a.url, a.user, a.password.get_secret_value(), a.app,
                         a.request_timeout, a.reconnect_max_backoff),
             store=self.store, catalog=self.catalog, settings=s.calls, metrics=self.metrics,
-            blocklist=self.blocklist, journal=Journal(s.journal.directory, s.journal.max_bytes),
-            on_outbox=webhooks.wake, on_connect=self._on_connect, broadcast=s.broadcast)
+            blocklist=self.blocklist, limits=limits,
+            journal=Journal(s.journal.directory, s.journal.max_bytes),
+            on_outbox=webhooks.wake, on_connect=self._on_connect,
+            broadcast=s.broadcast, owner=self.name)
         self.calllog, self.ari = core.calllog, core.ari
         self.dispatcher, self.stream = core.dispatcher, core.stream
         try:  # what the journal holds (PostgreSQL was away, or a crash) is written first
@@ -140,7 +162,7 @@ class Daemon:
         await self._start_ami(core)
         await self._start_admin()
         settle_heap()
-        log.info("daemon started", app=a.app, ari=a.url,
+        log.info("daemon started", app=a.app, ari=a.url, daemon_id=self.daemon_id,
                  flow_groups=len(self.catalog.current.flow_groups),
                  numbers=len(self.catalog.current.numbers))
 
@@ -255,7 +277,13 @@ class Daemon:
             await self._catalog_changed.wait_for(lambda: self.catalog.version >= at_least)
 
     def _on_catalog_notify(self, *_: object) -> None:
+        self.catalog_notifies += 1
         self._spawn(self._reload_safely())
+
+    async def _caught_up_after_listen(self) -> None:
+        """The LISTEN is back after a lost connection: read what changed meanwhile."""
+        await self._reload_safely()
+        await self._reload_blocklist()
 
     def _on_blocklist_notify(self, *_: object) -> None:
         self._spawn(self._reload_blocklist())
@@ -347,13 +375,12 @@ class Daemon:
         self._tasks.clear()
         if self.ari is not None:
             await self.ari.close()
-        if self._listen_conn is not None:
+        if self.listener is not None:
+            await self.listener.close()
+        if self.limits is not None:  # this daemon's legs stop counting now, not at expiry
             with contextlib.suppress(Exception):
-                await self._listen_conn.remove_listener(CATALOG_CHANNEL, self._on_catalog_notify)
-                await self._listen_conn.remove_listener(BLOCKLIST_CHANNEL,
-                                                        self._on_blocklist_notify)
-            with contextlib.suppress(Exception):
-                await self.pool.release(self._listen_conn)
+                await self.limits.settle(1.0)
+                await self.limits.renew()
         if self.pool is not None:
             try:
                 await asyncio.wait_for(self.pool.close(), 5)

@@ -324,6 +324,21 @@ class DaemonMetrics:
                 "keypress_call_log_rejected_total",
                 "Call log ops PostgreSQL rejected, set aside in rejected-ops.jsonl."), rejected))
 
+    def set_shared_db_sources(self, buyer_limit_fallbacks: Callable[[], float],
+                              listen_reconnects: Callable[[], float]) -> None:
+        """Read at every scrape what sharing PostgreSQL with other daemons went through:
+        buyer reservations decided on the local count (PostgreSQL did not answer), and
+        LISTEN connections re-issued after a drop."""
+        r = self.registry
+        self._counter_sources.append((r.counter(
+            "keypress_buyer_limit_fallbacks_total",
+            "Buyer reservations decided on this daemon's own count (PostgreSQL unreachable)."),
+            buyer_limit_fallbacks))
+        self._counter_sources.append((r.counter(
+            "keypress_listen_reconnects_total",
+            "Times the catalog LISTEN was re-issued after its connection dropped."),
+            listen_reconnects))
+
     def observe_op(self, op: object) -> None:
         """Count key presses and call control actions from one call log op (never raises)."""
         if type(op) is not CallEvent:

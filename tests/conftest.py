@@ -7,6 +7,7 @@ from tests.pg import db, pg_dsn, pg_pool  # noqa: F401
 from tests.support.browser import console  # noqa: F401
 from tests.support.daemon import daemon, daemon_factory  # noqa: F401
 from tests.support.fixtures import ari_cleanup, asterisk, test_caller  # noqa: F401
+from tests.support.tcpproxy import pg_proxy  # noqa: F401
 
 
 def pytest_asyncio_loop_factories(config: object, item: object) -> dict[str, object]:

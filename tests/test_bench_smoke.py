@@ -127,3 +127,15 @@ def test_pinned_gives_the_cpus_back() -> None:
     with pinned(0):
         assert os.sched_getaffinity(0) == {0}
     assert os.sched_getaffinity(0) == before
+
+
+@pytest.mark.pg
+async def test_buyer_reserve_benchmark_produces_well_formed_figures(db: Any, pg_dsn: str) -> None:
+    from bench.buyer_reserve import measure
+
+    result = await measure(pg_dsn, 32)
+    for key in ("sequential", "dial_path", "contended"):
+        _well_formed(result[key], 32)
+    assert result["fallbacks"] == 0  # every dial reservation reached PostgreSQL
+    assert "buyer limit across daemons: reserve + release, one at a time" in render_table(
+        {"buyer_reserve": result})

@@ -242,7 +242,7 @@ async def test_buyer_hangs_up_while_bridged(kp: RunningDaemon, test_caller: Any)
     assert "buyer_hangup" in kp.watch.kinds(live.call_id)
     assert kp.daemon.ari is not None
     await nothing_left(kp.daemon.ari)
-    assert dict(kp.daemon.dispatcher.ctx.load.live) == {}  # type: ignore[union-attr]
+    assert dict(kp.daemon.dispatcher.ctx.limits.live) == {}  # type: ignore[union-attr]
 
 
 async def test_caller_hangs_up_during_a_playback(kp: RunningDaemon, test_caller: Any) -> None:

@@ -105,6 +105,19 @@ def test_webhook_counts_can_be_read_at_scrape_time() -> None:
     assert s[("keypress_webhook_deliveries_total", (("outcome", "delivered"),))] == 6
 
 
+def test_shared_database_counters_are_read_at_scrape_time() -> None:
+    state = {"fallbacks": 0.0, "reconnects": 1.0}
+    m = DaemonMetrics()
+    m.set_shared_db_sources(lambda: state["fallbacks"], lambda: state["reconnects"])
+    types, s = parse(m.render())
+    assert types["keypress_buyer_limit_fallbacks_total"] == "counter"
+    assert s[("keypress_buyer_limit_fallbacks_total", ())] == 0
+    assert s[("keypress_listen_reconnects_total", ())] == 1
+    state["fallbacks"] = 3
+    _, s = parse(m.render())
+    assert s[("keypress_buyer_limit_fallbacks_total", ())] == 3
+
+
 def test_call_log_state_is_read_at_scrape_time() -> None:
     state = {"backlog": 3.0, "full": 0.0, "episodes": 1.0, "rejected": 0.0}
     m = DaemonMetrics()

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -26,15 +24,6 @@ from tests.test_pg_outage import stored_events, via
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.pg]
 
-
-@pytest.fixture
-async def pg_proxy(pg_dsn: str) -> AsyncIterator[TcpProxy]:
-    """A proxy to PostgreSQL that outlives the daemons (requested before daemon_factory)."""
-    parts = urlsplit(pg_dsn)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
 
 
 async def test_ami_keys_are_served_while_postgresql_is_away(

@@ -59,12 +59,19 @@ buyers:
     assert buyer is None and skipped == [Skipped("a", "not in the catalog")]
 
 
+def test_a_buyer_refused_elsewhere_is_passed_over_like_a_tried_one() -> None:
+    # the dial path adds the buyers another daemon holds at their limit to ``tried``
+    buyer, skipped = next_buyer(router(), CATALOG, tried=["a", "c"], live={})
+    assert buyer is not None and buyer.name == "d" and skipped == [Skipped("b", "disabled")]
+
+
 def test_buyer_load_counts_live_legs() -> None:
     load = BuyerLoad()
-    load.acquire("c")
-    load.acquire("c")
-    load.release("c")
-    assert dict(load.live) == {"c": 1}
-    load.release("c")
-    load.release("c")  # never below zero
+    load.acquire("c", "leg-1")
+    load.acquire("c", "leg-2")
+    load.acquire("c", "leg-2")  # the same leg again (a resync): counted once
+    assert load.release("leg-1") == "c"
+    assert dict(load.live) == {"c": 1} and dict(load.legs) == {"leg-2": "c"}
+    assert load.release("leg-2") == "c"
+    assert load.release("leg-2") is None  # never below zero
     assert dict(load.live) == {}

@@ -215,7 +215,7 @@ async def test_caller_hangs_up_while_the_buyer_rings(kp: RunningDaemon,
     row, _ = await kp.stored(call_id)
     assert row.ended_at is not None
     assert kp.daemon.dispatcher is not None and kp.daemon.dispatcher.active_calls == 0
-    assert dict(kp.daemon.dispatcher.ctx.load.live) == {}
+    assert dict(kp.daemon.dispatcher.ctx.limits.live) == {}
 
 
 async def test_caller_hangs_up_while_bridged(kp: RunningDaemon, test_caller: Any) -> None:

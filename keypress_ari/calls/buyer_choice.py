@@ -2,7 +2,9 @@
 
 "Next available" walks the router's buyers in priority order and skips the buyers already
 tried on this call, disabled ones, unknown ones (the catalog changed) and those at their
-``max_concurrency``, counted across the daemon's live calls by :class:`BuyerLoad`.
+``max_concurrency``. The counts it is given are this daemon's live legs (:class:`BuyerLoad`);
+the buyer it picks is then reserved across every daemon sharing the database
+(``calls/buyer_limits.py``), and a refused reservation walks on to the next buyer.
 """
 
 from __future__ import annotations
@@ -43,23 +45,36 @@ def next_buyer(
 
 
 class BuyerLoad:
-    """Live legs per buyer across all calls of this daemon (the one shared count)."""
+    """Live legs per buyer across all calls of this daemon: leg (channel id) → buyer."""
 
-    __slots__ = ("_live",)
+    __slots__ = ("_legs", "_live")
 
     def __init__(self) -> None:
         self._live: dict[str, int] = {}
+        self._legs: dict[str, str] = {}
 
     @property
     def live(self) -> Mapping[str, int]:
         return self._live
 
-    def acquire(self, buyer: str) -> None:
+    @property
+    def legs(self) -> Mapping[str, str]:
+        return self._legs
+
+    def acquire(self, buyer: str, leg: str) -> None:
+        if leg in self._legs:
+            return  # already counted (a resync that saw it again)
+        self._legs[leg] = buyer
         self._live[buyer] = self._live.get(buyer, 0) + 1
 
-    def release(self, buyer: str) -> None:
+    def release(self, leg: str) -> str | None:
+        """Forget the leg; its buyer, or None when it was not held."""
+        buyer = self._legs.pop(leg, None)
+        if buyer is None:
+            return None
         left = self._live.get(buyer, 0) - 1
         if left > 0:
             self._live[buyer] = left
         else:
             self._live.pop(buyer, None)
+        return buyer

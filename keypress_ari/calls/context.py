@@ -12,7 +12,7 @@ from keypress_ari.ari.client import AriClient
 from keypress_ari.calllog.kinds import MODE_KINDS, EventKind
 from keypress_ari.calllog.ops import CallEvent, CallUpdated, Op
 from keypress_ari.calls.blocklist import Blocklist
-from keypress_ari.calls.buyer_choice import BuyerLoad
+from keypress_ari.calls.buyer_limits import BuyerLimits
 from keypress_ari.calls.state import CallState
 from keypress_ari.config import CallSettings
 from keypress_ari.flows.model import Catalog
@@ -51,7 +51,7 @@ class CallContext:
     calllog: CallLogWriter
     catalog: CatalogRef
     settings: CallSettings = field(default_factory=CallSettings)
-    load: BuyerLoad = field(default_factory=BuyerLoad)
+    limits: BuyerLimits = field(default_factory=BuyerLimits)  # buyers' max_concurrency
     blocklist: Blocklist = field(default_factory=Blocklist)
     app: str = "keypress"
     owner: str | None = None  # this daemon's name in the cluster (calls' ``owner``)

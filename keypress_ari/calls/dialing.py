@@ -56,26 +56,39 @@ class Dialing:
         if router is None:
             await self._no_buyer()
             return
-        buyer, skipped = next_buyer(router, self.ctx.catalog.current, st.tried,
-                                    self.ctx.load.live)
-        for skip in skipped:
-            self.ctx.record(st, EventKind.BUYER_SKIPPED, leg="buyer", buyer=skip.buyer,
-                            reason=skip.why)
-        if buyer is None:
-            await self._no_buyer()
-            return
-        channel_id = f"kp-{uuid.uuid4().hex}"
+        refused: list[str] = []  # at their limit on another daemon: skipped on this walk
+        while True:  # bounded: each turn refuses one more of the router's buyers, or ends
+            buyer, skipped = next_buyer(router, self.ctx.catalog.current, [*st.tried, *refused],
+                                        self.ctx.limits.live)
+            for skip in skipped:
+                self.ctx.record(st, EventKind.BUYER_SKIPPED, leg="buyer", buyer=skip.buyer,
+                                reason=skip.why)
+            if buyer is None:
+                await self._no_buyer()
+                return
+            channel_id = f"kp-{uuid.uuid4().hex}"
+            if buyer.max_concurrency is not None:
+                # A limited buyer is reserved across daemons (a PostgreSQL round trip): the
+                # caller's ringing goes first, so a key press's first request never waits.
+                await self._caller_hears_ringing()
+            grant = await self.ctx.limits.reserve(buyer, channel_id)
+            if grant.granted:
+                break
+            refused.append(buyer.name)
+            self.ctx.record(st, EventKind.BUYER_SKIPPED, leg="buyer", buyer=buyer.name,
+                            reason=f"at max_concurrency {buyer.max_concurrency}",
+                            live=grant.live, counted=grant.counted)
         st.tried.append(buyer.name)
         st.buyer, st.buyer_channel, st.buyer_entered_at = buyer.name, channel_id, None
         st.live_buyer_legs[channel_id] = buyer.name
         st.legs[f"buyer:{buyer.name}:{len(st.tried)}"] = channel_id
         st.data[BUYER] = buyer.name
         st.dirty = True
-        self.ctx.load.acquire(buyer.name)
         self._scope.host.attach(channel_id, st.channel_id)
+        limit = {"counted": grant.counted} if grant.counted else {}  # where the limit was counted
         self.ctx.record(st, EventKind.DIALING, leg="buyer", buyer=buyer.name,
                         endpoint=buyer.endpoint,
-                        ring_timeout=buyer.ring_timeout, attempt=len(st.tried))
+                        ring_timeout=buyer.ring_timeout, attempt=len(st.tried), **limit)
         await self._caller_hears_ringing()
         try:
             await self.ctx.ari.create_channel(buyer.endpoint, app=self.ctx.app, app_args="buyer",
@@ -249,7 +262,7 @@ class Dialing:
         call. Returns the buyer, or None if the leg was already released."""
         buyer = self.st.live_buyer_legs.pop(channel_id, None)
         if buyer is not None:
-            self.ctx.load.release(buyer)
+            self.ctx.limits.release(channel_id)
             self._scope.host.detach(channel_id)
             self.st.dirty = True
         return buyer

@@ -143,7 +143,7 @@ class Dispatcher:
             for leg, buyer in [(handover.caller, None), *handover.state.live_buyer_legs.items()]:
                 self._slots[leg] = slot
                 if buyer is not None:
-                    self.ctx.load.acquire(buyer)
+                    self.ctx.limits.hold(buyer, leg)
         return slot
 
     def adopt(self, state: CallState) -> Call:
@@ -153,7 +153,7 @@ class Dispatcher:
         self._slots[state.channel_id] = slot
         for channel_id, buyer in state.live_buyer_legs.items():
             self._slots[channel_id] = slot
-            self.ctx.load.acquire(buyer)
+            self.ctx.limits.hold(buyer, channel_id)
         self.on_event(Resumed(state.channel_id, adopted=True))
         return call
 

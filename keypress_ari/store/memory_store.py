@@ -4,12 +4,14 @@ slow database). Never a stand-in for PostgreSQL in integration tests.
 
 It keeps what was written (``ops``) unless built with ``keep=False``; ``fail_next`` makes
 that many writes fail like a dropped connection; ``delay`` slows every write.
+:class:`MemoryBuyerLegs` is the buyer legs table (``max_concurrency`` across daemons).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from keypress_ari.calllog.ops import CallerBlocked, CallEvent, CallUpdated, Op
 from keypress_ari.store.port import OpenCall
@@ -63,3 +65,54 @@ class MemoryStore:
     def events(self, call_id: str) -> list[CallEvent]:
         """The call log rows written for one call, in order."""
         return [op for op in self.ops if type(op) is CallEvent and op.call_id == call_id]
+
+
+class MemoryLegTable:
+    """The ``buyer_legs`` table in memory, shared by the :class:`MemoryBuyerLegs` of several
+    "daemons" in one test. ``clock`` gives its time (a test moves it to expire leases);
+    ``down`` makes every call fail like an unreachable database."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.rows: dict[str, tuple[str, str, float]] = {}  # leg → (buyer, daemon, expires)
+        self.down = False
+
+    def check(self) -> None:
+        if self.down:
+            raise ConnectionRefusedError("injected: database unreachable")
+
+    def live(self, buyer: str, besides: str = "") -> int:
+        now = self.clock()
+        return sum(1 for leg, (b, _, expires) in self.rows.items()
+                   if b == buyer and expires > now and leg != besides)
+
+
+class MemoryBuyerLegs:
+    """One daemon's view of a :class:`MemoryLegTable`, with PgBuyerLegs' behaviour."""
+
+    def __init__(self, table: MemoryLegTable, daemon_id: str, lease: float) -> None:
+        self.table, self.daemon_id, self.lease = table, daemon_id, lease
+
+    async def reserve(self, buyer: str, leg: str, limit: int) -> int:
+        table = self.table
+        table.check()
+        live = table.live(buyer, besides=leg)
+        if live < limit:
+            table.rows[leg] = (buyer, self.daemon_id, table.clock() + self.lease)
+        return live
+
+    async def release(self, leg: str) -> None:
+        self.table.check()
+        self.table.rows.pop(leg, None)
+
+    async def renew(self, held: Mapping[str, str], keep: Collection[str]) -> None:
+        table = self.table
+        table.check()
+        expires = table.clock() + self.lease
+        for leg, buyer in held.items():
+            table.rows[leg] = (buyer, self.daemon_id, expires)
+        wanted = {*held, *keep}
+        now = table.clock()
+        for leg, (_, daemon, until) in list(table.rows.items()):
+            if (daemon == self.daemon_id and leg not in wanted) or until <= now:
+                del table.rows[leg]

@@ -9,7 +9,7 @@ never lose what they hold (the call log writer keeps its batch).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,3 +40,18 @@ class CallStore(LogStore, Protocol):
     async def blocked_numbers(self) -> set[str]: ...
 
     async def open_calls(self) -> list[OpenCall]: ...
+
+
+class BuyerLegStore(Protocol):
+    """Buyer legs held by every daemon sharing one database (``buyer_legs``): a buyer's
+    ``max_concurrency`` counts them all. Each row is one daemon's, with a lease it renews."""
+
+    async def reserve(self, buyer: str, leg: str, limit: int) -> int:
+        """Under the buyer's lock: how many live legs the buyer has besides ``leg``; when that
+        is below ``limit`` the leg is reserved (in the same statement)."""
+
+    async def release(self, leg: str) -> None: ...
+
+    async def renew(self, held: Mapping[str, str], keep: Collection[str]) -> None:
+        """Renew the lease of this daemon's ``held`` legs (leg → buyer; inserted when
+        missing: held while the database was away) and drop its rows not in ``keep``."""

@@ -143,7 +143,9 @@ async def daemon_factory(asterisk: Any, pg_dsn: str, db: Any, tmp_path: Path) ->
     ``dsn`` replaces the test database's (e.g. through a ``TcpProxy``), ``ami_port`` the
     test Asterisk's AMI port (the same); every daemon gets
     a fresh journal state directory under the test's ``tmp_path`` unless ``state_dir`` is
-    given (a test that restarts a daemon on the same journal); ``journal_max_bytes`` too."""
+    given (a test that restarts a daemon on the same journal); ``journal_max_bytes`` too;
+    ``app`` names its Stasis app (a second daemon on the same Asterisk: ``keypress-b``, which
+    the ``keypress-inbound-b`` dialplan context hands calls to)."""
     started: list[Daemon] = []
 
     async def start(*, admin: bool = False, dsn: str | None = None,

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import pytest
 
 
 @dataclass(eq=False)
@@ -116,3 +120,13 @@ class TcpProxy:
             while self.connections < at_least:
                 self._changed.clear()
                 await self._changed.wait()
+
+
+@pytest.fixture
+async def pg_proxy(pg_dsn: str) -> AsyncIterator[TcpProxy]:
+    """A proxy to PostgreSQL that outlives the daemons (requested before daemon_factory)."""
+    parts = urlsplit(pg_dsn)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config)
         configure_logging(settings.log.level, settings.log.format)
         if args.command == "run":
-            from keypress_ari.daemon import run_daemon
+            from keypress_ari.service import run_daemon
 
             with asyncio.Runner(loop_factory=loop_factory(settings.runtime.event_loop)) as runner:
                 runner.run(run_daemon(settings))

@@ -143,6 +143,22 @@ class BroadcastSettings(_Section):
     max_delay_ms: float = Field(200.0, ge=0, le=10_000)
 
 
+class ClusterSettings(_Section):
+    """Several daemons on one PostgreSQL. Each holds a lease it renews every
+    ``renew_interval`` s for ``lease_ttl`` s; a peer on the same Asterisk takes over the
+    calls of a daemon whose lease ran out. Off by default (one daemon): then leases are
+    only written, never acted on. On: a daemon that cannot renew for ``lease_ttl`` (paused,
+    or cut off from PostgreSQL) holds its calls' events until it renews, since a peer may be
+    carrying them (fencing). ``name`` identifies this daemon across restarts (default:
+    ``<ari.app>@<ARI host:port>``): a restarted daemon with the same name takes back its
+    calls if no peer took them first."""
+
+    enabled: bool = False
+    name: str = Field("", pattern=r"^[A-Za-z0-9_.:@-]{0,200}$")
+    lease_ttl: float = Field(3.0, gt=0, le=300)
+    renew_interval: float = Field(1.0, gt=0, le=60)
+
+
 class RuntimeSettings(_Section):
     # uvloop: about 15-20 % more key presses per CPU-second and shorter latency tails under
     # load than asyncio's own loop (bench/results/profile.md); "asyncio" is the fallback.
@@ -163,6 +179,7 @@ class Settings(BaseSettings):
     agi: AgiSettings = AgiSettings()
     ami: AmiSettings = AmiSettings()
     broadcast: BroadcastSettings = BroadcastSettings()
+    cluster: ClusterSettings = ClusterSettings()
     journal: JournalSettings = JournalSettings()
     runtime: RuntimeSettings = RuntimeSettings()
 

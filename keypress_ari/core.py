@@ -10,8 +10,9 @@ client times each key press's first request, the writer wakes the webhook worker
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -42,6 +43,7 @@ class AriEndpoint:
 
 
 log = structlog.get_logger("keypress.core")
+MAX_HELD = 100_000  # events held while the cluster lease is in doubt (then the oldest go)
 
 
 @dataclass(slots=True)
@@ -54,6 +56,18 @@ class CallCore:
     claimer: Claimer
     replaced: bool = False  # another websocket took the app name: this stream stopped
     stopping: asyncio.Task[None] | None = None
+    held: deque[Event] = field(default_factory=lambda: deque(maxlen=MAX_HELD))
+
+    def release_held(self) -> None:
+        """The lease holds again: deliver the events held meanwhile, in order."""
+        while self.held:
+            self.dispatcher.on_event(self.held.popleft())
+
+    def drop_held(self) -> int:
+        """Fenced: the held events are about calls a peer carries now."""
+        dropped = len(self.held)
+        self.held.clear()
+        return dropped
 
     def start(self) -> list[asyncio.Task[None]]:
         """Start the writer and the stream (the stream connects and reconnects by itself)."""
@@ -76,6 +90,7 @@ def build_call_core(
     on_dtmf_latency: Callable[[float], None] | None = None,
     broadcast: BroadcastSettings | None = None,
     owner: str | None = None,
+    gate: Callable[[], bool] | None = None,
 ) -> CallCore:
     """Build (not start) the call core. ``on_dtmf_latency`` gets the seconds from a DTMF
     event's arrival to the first ARI request it led to (default: the metrics histogram)."""
@@ -105,10 +120,15 @@ def build_call_core(
     core: CallCore | None = None
 
     def on_event(event: Event) -> None:
-        if isinstance(event, CallBroadcast):
+        assert core is not None
+        if core.held or (gate is not None and not gate()):
+            if not core.held:
+                log.warning("cluster lease in doubt (paused past it?): holding events until "
+                            "the next renewal", app=endpoint.app)
+            core.held.append(event)  # the lease may be lost: wait for the next renewal
+        elif isinstance(event, CallBroadcast):
             claimer.on_broadcast(event)
         elif isinstance(event, ApplicationReplaced):
-            assert core is not None
             core.replaced = True
             log.error("another websocket registered this daemon's Stasis app name: it gets "
                       "the app's calls from now on; this daemon stops its event stream "

@@ -12,27 +12,28 @@ import asyncio
 import contextlib
 import gc
 import os
-import signal
 import socket
 import uuid
 from collections.abc import Coroutine
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 
+from keypress_ari import call_modes
 from keypress_ari.agi.server import AgiServer
 from keypress_ari.ami.client import AmiClient
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.stream import EventStream
 from keypress_ari.calls.agi_mode import AgiCalls
-from keypress_ari.calls.ami_channel_ops import AmiChannelOps
 from keypress_ari.calls.ami_mode import AmiCalls
 from keypress_ari.calls.blocklist import Blocklist
 from keypress_ari.calls.buyer_limits import BuyerLimits
 from keypress_ari.calls.context import CatalogRef
 from keypress_ari.calls.dispatcher import Dispatcher
-from keypress_ari.calls.outside_ops import AriOutsideOps
 from keypress_ari.calls.resync import adopt_open_calls, resync
+from keypress_ari.calls.takeover import carry_on
+from keypress_ari.cluster import ClusterMember
 from keypress_ari.config import ConfigError, Settings, require_ari
 from keypress_ari.console import Activity, LiveCalls
 from keypress_ari.core import AriEndpoint, CallCore, build_call_core
@@ -43,6 +44,7 @@ from keypress_ari.store import catalog as catalog_store
 from keypress_ari.store.buyer_legs import PgBuyerLegs
 from keypress_ari.store.db import available_migrations, connect_pool
 from keypress_ari.store.journal import Journal
+from keypress_ari.store.leases import TakenOver
 from keypress_ari.store.listener import NotifyListener
 from keypress_ari.store.log_writer import CallLogWriter
 from keypress_ari.store.outbox import Outbox
@@ -98,6 +100,9 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self.daemon_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.limits: BuyerLimits | None = None  # buyers' max_concurrency across daemons
+        a = self.ari_settings
+        self.name = settings.cluster.name or f"{a.app}@{urlsplit(a.url).netloc}"
+        self.member: ClusterMember | None = None  # the lease; taking over dead peers' calls
         self.listener: NotifyListener | None = None  # LISTEN for catalog/blocklist changes
         self.catalog_notifies = 0  # NOTIFYs received for the catalog
         self._reload_lock = asyncio.Lock()
@@ -112,6 +117,9 @@ class Daemon:
                                        max_size=s.database.pool_size)
         self.store = PgStore(self.pool)
         await self._check_schema()
+        member = self.member = ClusterMember(s.cluster, self.pool, name=self.name, app=a.app,
+                                             ari_url=a.url)
+        await member.join()
         await self.reload_catalog()
         await self.blocklist.load(self.store)
         self.listener = NotifyListener(
@@ -144,7 +152,7 @@ class Daemon:
             blocklist=self.blocklist, limits=limits,
             journal=Journal(s.journal.directory, s.journal.max_bytes),
             on_outbox=webhooks.wake, on_connect=self._on_connect,
-            broadcast=s.broadcast, owner=self.name)
+            broadcast=s.broadcast, owner=self.name, gate=member.lease_ok)
         self.calllog, self.ari = core.calllog, core.ari
         self.dispatcher, self.stream = core.dispatcher, core.stream
         try:  # what the journal holds (PostgreSQL was away, or a crash) is written first
@@ -158,6 +166,11 @@ class Daemon:
                                          rejected=lambda: calllog.rejected)
         self._webhooks_task = asyncio.create_task(webhooks.run(), name="webhooks")
         self._tasks.extend(core.start())
+        self._tasks.append(asyncio.create_task(member.run(
+            can_take=lambda: core.stream.connected and core.dispatcher.accepting
+            and not core.replaced, on_taken=self._carry_on, on_fenced=self._stand_down,
+            on_renewed=core.release_held),
+            name="cluster"))
         await self._start_agi(core)
         await self._start_ami(core)
         await self._start_admin()
@@ -167,58 +180,24 @@ class Daemon:
                  numbers=len(self.catalog.current.numbers))
 
     async def _start_agi(self, core: CallCore) -> None:
-        """The fastagi call mode: its calls share the Stasis mode's context and call log."""
-        g = self.settings.agi
-        if not g.enabled:
-            return
         assert self.store is not None
-        calls = self.agi_calls = AgiCalls(core.ctx, idle_close=g.idle_close)
-        adopted = await calls.adopt(self.store)
-        self.agi = AgiServer(calls.handle, host=g.host, port=g.port,
-                             header_timeout=g.header_timeout, command_timeout=g.command_timeout,
-                             session_timeout=g.session_timeout, max_sessions=g.max_sessions)
-        await self.agi.start()
-        self._tasks.append(asyncio.create_task(calls.run_sweeper(g.sweep_interval),
-                                               name="agi-sweep"))
-        log.info("fastagi mode on", host=g.host, port=self.agi.port, adopted=adopted)
+        started = await call_modes.start_agi(self.settings.agi, core, self.store)
+        if started is not None:
+            self.agi, self.agi_calls, sweeper = started
+            self._tasks.append(sweeper)
 
     async def _start_ami(self, core: CallCore) -> None:
-        """The ami call mode: AMI events in, AMI actions out; same context and call log."""
-        m = self.settings.ami
-        if not m.enabled:
-            return
         assert self.store is not None
-        calls: AmiCalls | None = None
-
-        def on_event(message: dict[str, str]) -> None:
-            if calls is not None:
-                calls.on_event(message)
-
-        async def on_connect() -> None:
-            if calls is not None:
-                await calls.resync()
-
-        self.ami = AmiClient(m.host, m.port, m.user, m.secret.get_secret_value(),
-                             on_event=on_event, on_connect=on_connect,
-                             action_timeout=m.action_timeout, backoff_cap=m.reconnect_max_backoff)
-        calls = self.ami_calls = AmiCalls(core.ctx, self.ami, core.dispatcher,
-                                             m.handover_context)
-        adopted = await calls.adopt(self.store)
-        self._tasks.append(asyncio.create_task(self.ami.run(), name="ami"))
-        log.info("ami mode on", host=m.host, port=m.port, user=m.user, adopted=adopted)
+        started = await call_modes.start_ami(self.settings.ami, core, self.store)
+        if started is not None:
+            self.ami, self.ami_calls, runner = started
+            self._tasks.append(runner)
 
     def operator_action(self, call_id: str, action: str) -> bool:
         """A console button on a live call of any mode; False: no such live call here."""
         assert self.core is not None
-        if self.core.dispatcher.operator_action(call_id, action):
-            return True
-        if self.ami_calls is not None and self.ami_calls.operator_action(call_id, action):
-            return True
-        if self.agi_calls is None:
-            return False
-        outside = AmiChannelOps(self.ami) if self.ami is not None else \
-            AriOutsideOps(self.core.ari)
-        return self.agi_calls.operator_action(call_id, action, outside)
+        return call_modes.operator_action(self.core, self.ami, self.ami_calls, self.agi_calls,
+                                          call_id, action)
 
     async def _start_admin(self) -> None:
         admin = self.settings.admin
@@ -238,13 +217,31 @@ class Daemon:
         await self.admin.start()
         log.info("admin API listening", url=self.admin.url)
 
+    async def _carry_on(self, taken: TakenOver) -> None:
+        assert self.dispatcher is not None and self.ari is not None and self.store is not None
+        carried = await carry_on(self.dispatcher, self.ari, self.store, self.ari_settings.app,
+                                 taken.call_ids)
+        log.info("carrying on a dead peer's calls", peer=taken.daemon, calls=carried)
+
+    def _stand_down(self) -> None:
+        """Fenced: a peer carries this daemon's calls now; touch none of them again."""
+        if self.dispatcher is not None:
+            self.dispatcher.accepting = False
+        if self.core is not None:
+            log.error("events dropped: their calls are a peer's", events=self.core.drop_held())
+        if self.stream is not None:
+            self._spawn(self.stream.stop())
+
     async def readiness(self) -> dict[str, Any]:
         """Ready: the ARI event stream is connected and PostgreSQL answers."""
         ari_ok = self.stream is not None and self.stream.connected
         db_ok = self.store is not None and await self.store.ping(2.0)
         replaced = self.core is not None and self.core.replaced
-        return {"ready": ari_ok and db_ok and not replaced, "ari": ari_ok, "database": db_ok,
-                "app_replaced": replaced,
+        fenced = self.member is not None and self.member.fenced
+        return {"ready": ari_ok and db_ok and not (replaced or fenced), "ari": ari_ok,
+                "database": db_ok, "app_replaced": replaced, "fenced": fenced,
+                "cluster": {"name": self.name,
+                            "epoch": self.member.epoch if self.member else 0},
                 "claims": self.core.claimer.counts.as_dict() if self.core else {},
                 "catalog_version": self.catalog.version,
                 "call_log_backlog": self.calllog.backlog if self.calllog else 0,
@@ -388,43 +385,3 @@ class Daemon:
                 log.warning("database pool not closed cleanly", error=str(exc))
                 self.pool.terminate()
         log.info("daemon stopped")
-
-
-async def run_daemon(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM. Under systemd (``$NOTIFY_SOCKET``) say READY once
-    started, ping the watchdog while healthy (see keypress_ari.sdnotify) and STOPPING."""
-    from keypress_ari.sdnotify import Notifier, up_within
-
-    daemon = Daemon(settings)
-    notifier = Notifier.from_env()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    watchdog: asyncio.Task[None] | None = None
-    try:
-        notifier.status("starting")
-        await daemon.start()
-        stream, app = daemon.stream, daemon.ari_settings.app
-        with contextlib.suppress(TimeoutError):
-            if stream is not None:
-                await stream.wait_connected(5.0)  # READY then means what it says, mostly
-        # Healthy: this loop runs the pings, and the ARI stream is up or was < 2 min ago.
-        healthy = up_within(lambda: stream is not None and stream.connected, 120.0)
-        watchdog = asyncio.create_task(notifier.watchdog_loop(healthy), name="watchdog")
-        numbers = len(daemon.catalog.current.numbers)
-        notifier.ready(f"taking calls: app {app}, {numbers} numbers"
-                       if stream is not None and stream.connected
-                       else f"waiting for ARI: app {app}, {numbers} numbers")
-        await stop.wait()
-        notifier.stopping("stopping: finishing calls, flushing the call log")
-    except Exception as exc:
-        notifier.status(f"failed: {exc}")
-        raise
-    finally:
-        log.info("stopping")
-        await daemon.stop()
-        if watchdog is not None:  # pings went on while stopping (it may take a while)
-            watchdog.cancel()
-            await asyncio.gather(watchdog, return_exceptions=True)
-    notifier.status("stopped")

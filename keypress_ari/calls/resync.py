@@ -102,17 +102,18 @@ async def resync(dispatcher: Any, ari: AriClient, app: str) -> ResyncReport:
 
 
 async def _destroy_orphan_bridges(dispatcher: Any, ari: AriClient, channels: set[str]) -> int:
-    """Destroy the bridges of ours (``kp-`` ids) that no call holds and that hold no
-    channel of a call (left by a run that stopped before its calls ended)."""
+    """Destroy the bridges of ours (``kp-`` ids) that no call holds and that hold no live
+    channel (left empty by a run that stopped before its calls ended). A ``kp-`` bridge
+    with live channels and no call of ours is another daemon's (several daemons on one
+    Asterisk, or one that a peer is taking over): left alone."""
     calls = dispatcher.calls()
     # A call's bridge is always kp-<call id>, held even before its create request returns.
     held = {f"kp-{call.st.call_id}" for call in calls}
-    known = {cid for call in calls for cid in call.channel_ids()}
     destroyed = 0
     with contextlib.suppress(AriError):
         for bridge in await ari.list_bridges():
             if (not bridge.id.startswith("kp-") or bridge.id in held
-                    or any(c in known and c in channels for c in bridge.channels)):
+                    or any(c in channels for c in bridge.channels)):
                 continue
             with contextlib.suppress(AriError):
                 await ari.destroy_bridge(bridge.id)

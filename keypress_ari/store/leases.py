@@ -37,6 +37,8 @@ _MOVE_CALLS = """
 UPDATE calls SET state = jsonb_set(state, '{owner}', to_jsonb($2::text))
 WHERE ended_at IS NULL AND state->>'owner' = $1
 RETURNING id::text AS id"""
+_PEERS = """
+SELECT count(*) FROM daemons WHERE ari_url = $1 AND name <> $2 AND lease_until > now()"""
 _RELEASE = "UPDATE daemons SET lease_until = now() - interval '1 second' WHERE name = $1 " \
            "AND epoch = $2"
 
@@ -57,6 +59,11 @@ async def renew(conn: Any, name: str, epoch: int, ttl: float) -> bool:
     """Extend the lease; False when the epoch moved on (a peer took this daemon's calls)."""
     status: str = await conn.execute(_RENEW, name, epoch, ttl)
     return status.endswith(" 1")
+
+
+async def peers(conn: Any, me: str, ari_url: str) -> int:
+    """How many other daemons on ``ari_url`` hold a live lease (could take over)."""
+    return int(await conn.fetchval(_PEERS, ari_url, me))
 
 
 async def release(conn: Any, name: str, epoch: int) -> None:

@@ -68,7 +68,7 @@ async def spawn_daemon(env: dict[str, str], log: Path,
             tail = await asyncio.to_thread(log.read_text)
             raise AssertionError("daemon exited: " + tail[-2000:])
         try:
-            await ari.get_application("keypress")
+            await ari.get_application(env.get("KEYPRESS_ARI__APP", "keypress"))
         except AriError:
             return False
         return True

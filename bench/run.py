@@ -403,15 +403,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if not args.skip_e2e:
         from bench.e2e import run_e2e
         from bench.e2e_rfc4733 import run_e2e_rfc4733
+        from bench.scale_out import run_scale_out
 
-        for key, title, run_step, (few, many) in (
-                ("e2e", "end to end on Asterisk (AMI timestamps)", run_e2e, (20, 1000)),
+        for key, title, run_step, (few, many), at_once in (
+                ("e2e", "end to end on Asterisk (AMI timestamps)", run_e2e, (20, 1000), 4),
                 ("e2e_rfc4733", "end to end with RFC 4733 digits from SIPp, every call mode "
-                 "(AMI timestamps)", run_e2e_rfc4733, (10, 200))):
+                 "(AMI timestamps)", run_e2e_rfc4733, (10, 200), 4),
+                ("scale_out", "two daemons against one (StasisBroadcast, calls/s)",
+                 run_scale_out, (20, 200), 32)):
             log(f"== {title}")
             try:
                 result[key] = await run_step(
-                    calls=few if quick else many, concurrency=4, admin_dsn=os.environ.get(
+                    calls=few if quick else many, concurrency=at_once, admin_dsn=os.environ.get(
                         "KEYPRESS_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
                     log=log)
             except Exception as exc:

@@ -12,6 +12,7 @@ import pytest
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.errors import AriBadRequest, AriConflict, AriNotFound, AriUnavailable
 from keypress_ari.ari.events import (
+    ApplicationReplaced,
     Channel,
     ChannelDestroyed,
     ChannelDtmfReceived,
@@ -350,9 +351,11 @@ def test_parse_event_garbage() -> None:
                 "duration_ms": 100,
             }
         )
-    unknown = parse_event({"type": "ApplicationReplaced", "application": "a"})
+    unknown = parse_event({"type": "BridgeBlindTransfer", "application": "a"})
     assert isinstance(unknown, UnknownEvent) and unknown.raw["application"] == "a"
     assert channel_id_of(unknown) is None
+    replaced = parse_event({"type": "ApplicationReplaced", "application": "a"})
+    assert isinstance(replaced, ApplicationReplaced)  # no timestamp needed: it must not be lost
 
 
 def test_a_key_press_validates_only_its_channels_identity() -> None:

@@ -139,3 +139,16 @@ async def test_buyer_reserve_benchmark_produces_well_formed_figures(db: Any, pg_
     assert result["fallbacks"] == 0  # every dial reservation reached PostgreSQL
     assert "buyer limit across daemons: reserve + release, one at a time" in render_table(
         {"buyer_reserve": result})
+
+
+@pytest.mark.asterisk
+@pytest.mark.pg
+async def test_scale_out_benchmark_spreads_calls_over_two_daemons(pg_dsn: str) -> None:
+    from bench.scale_out import run_scale_out
+
+    admin = pg_dsn.rsplit("/", 1)[0] + "/postgres"
+    result = await run_scale_out(calls=6, concurrency=3, admin_dsn=admin, log=lambda _: None)
+    one, two = result["setups"]["one daemon"], result["setups"]["two daemons"]
+    assert one["failed"] == two["failed"] == 0
+    assert one["claims_won"] == [6] and sum(two["claims_won"]) == 6
+    assert one["calls_per_s"] > 0 and math.isfinite(two["p50_ms"])

@@ -76,6 +76,7 @@ def test_key_presses_and_actions_from_call_log_ops() -> None:
         "keypress_key_presses_total": "counter",
         "keypress_call_control_actions_total": "counter",
         "keypress_webhook_deliveries_total": "counter",
+        "keypress_broadcast_claims_total": "counter",
         "keypress_dtmf_to_ari_seconds": "histogram",
     }
     assert s[("keypress_calls_active", ())] == 5

@@ -201,6 +201,8 @@ class CallBroadcast(_Event):
 class ApplicationReplaced(_Event):
     """Another websocket registered this app name: this one gets no more events."""
 
+    timestamp: str = ""
+
 
 class UnknownEvent(_Model):
     """An event type this module does not model; ``raw`` is the whole message."""

@@ -39,6 +39,13 @@ class AriSettings(_Section):
     reconnect_max_backoff: float = Field(5.0, gt=0, le=300)
 
 
+class AsteriskEntry(AriSettings):
+    """One more Asterisk server for this daemon (``[[asterisk]]``): its own ARI stream and
+    REST client; its calls and their buyer legs stay on it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
 class DatabaseSettings(_Section):
     dsn: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/keypress")
     pool_size: int = Field(5, ge=1, le=100)
@@ -171,6 +178,7 @@ class Settings(BaseSettings):
     )
 
     ari: AriSettings | None = None  # required by `run`; db and flows commands do without
+    asterisk: list[AsteriskEntry] = []  # more Asterisk servers beside [ari] (or instead)
     database: DatabaseSettings = DatabaseSettings()
     log: LogSettings = LogSettings()
     calls: CallSettings = CallSettings()
@@ -194,6 +202,19 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's content arrives as init kwargs; environment variables win over it.
         return (env_settings, init_settings)
+
+
+def extra_servers(settings: Settings) -> list[AsteriskEntry]:
+    """The Asterisk servers beside the first (see :func:`require_ari`), checked: distinct
+    names and distinct ARI URLs."""
+    extra = settings.asterisk if settings.ari is not None else settings.asterisk[1:]
+    names = [e.name for e in settings.asterisk]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"asterisk: two entries share a name: {names}")
+    urls = [e.url for e in settings.asterisk] + ([settings.ari.url] if settings.ari else [])
+    if len(set(urls)) != len(urls):
+        raise ConfigError("asterisk: two servers share an ARI URL")
+    return list(extra)
 
 
 def load_settings(path: Path | None = None, *, require_file: bool | None = None) -> Settings:
@@ -228,7 +249,9 @@ def load_settings(path: Path | None = None, *, require_file: bool | None = None)
 
 
 def require_ari(settings: Settings, path: Path | None = None) -> AriSettings:
-    """The ``[ari]`` section, which the daemon cannot run without."""
+    """The daemon's first Asterisk: ``[ari]``, else the first ``[[asterisk]]`` entry."""
+    if settings.ari is None and settings.asterisk:
+        return settings.asterisk[0]
     if settings.ari is None:
         where = path or Path(os.environ.get("KEYPRESS_CONFIG", DEFAULT_CONFIG_PATH))
         raise ConfigError(f"{where}: ari: section missing (or set KEYPRESS_ARI__USER and "

@@ -54,6 +54,7 @@ class CallCore:
     ctx: CallContext
     calllog: CallLogWriter
     claimer: Claimer
+    owns_calllog: bool = True  # False: another core's writer (one daemon, several servers)
     replaced: bool = False  # another websocket took the app name: this stream stopped
     stopping: asyncio.Task[None] | None = None
     held: deque[Event] = field(default_factory=lambda: deque(maxlen=MAX_HELD))
@@ -71,8 +72,10 @@ class CallCore:
 
     def start(self) -> list[asyncio.Task[None]]:
         """Start the writer and the stream (the stream connects and reconnects by itself)."""
-        return [asyncio.create_task(self.calllog.run(), name="calllog"),
-                asyncio.create_task(self.stream.run(), name="ari-stream")]
+        tasks = [asyncio.create_task(self.stream.run(), name="ari-stream")]
+        if self.owns_calllog:
+            tasks.insert(0, asyncio.create_task(self.calllog.run(), name="calllog"))
+        return tasks
 
 
 def build_call_core(
@@ -91,12 +94,16 @@ def build_call_core(
     broadcast: BroadcastSettings | None = None,
     owner: str | None = None,
     gate: Callable[[], bool] | None = None,
+    calllog: CallLogWriter | None = None,
 ) -> CallCore:
     """Build (not start) the call core. ``on_dtmf_latency`` gets the seconds from a DTMF
-    event's arrival to the first ARI request it led to (default: the metrics histogram)."""
-    calllog = CallLogWriter(store, batch_size=settings.log_batch_size, journal=journal,
-                            on_outbox=on_outbox)
-    calllog.add_listener(metrics.observe_op)
+    event's arrival to the first ARI request it led to (default: the metrics histogram).
+    ``calllog``: share that writer (a core for one more Asterisk server of the daemon)."""
+    owns_calllog = calllog is None
+    if calllog is None:
+        calllog = CallLogWriter(store, batch_size=settings.log_batch_size, journal=journal,
+                                on_outbox=on_outbox)
+        calllog.add_listener(metrics.observe_op)
     latency = DtmfLatency(on_dtmf_latency or metrics.observe_dtmf_to_ari)
     ari = AriClient(endpoint.url, endpoint.user, endpoint.password, app=endpoint.app,
                     timeout=endpoint.request_timeout, on_request=latency.on_request)
@@ -140,6 +147,7 @@ def build_call_core(
     stream = EventStream(endpoint.url, endpoint.user, endpoint.password, apps=endpoint.app,
                          on_event=on_event, on_connect=on_connect,
                          backoff_cap=endpoint.reconnect_max_backoff)
-    metrics.set_calls_active(lambda: dispatcher.active_calls)
-    core = CallCore(ari, stream, dispatcher, ctx, calllog, claimer)
+    if owns_calllog:
+        metrics.set_calls_active(lambda: dispatcher.active_calls)
+    core = CallCore(ari, stream, dispatcher, ctx, calllog, claimer, owns_calllog)
     return core

@@ -16,7 +16,6 @@ import socket
 import uuid
 from collections.abc import Coroutine
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -25,18 +24,17 @@ from keypress_ari.agi.server import AgiServer
 from keypress_ari.ami.client import AmiClient
 from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.stream import EventStream
+from keypress_ari.asterisk_link import AsteriskLink, owner_name
 from keypress_ari.calls.agi_mode import AgiCalls
 from keypress_ari.calls.ami_mode import AmiCalls
 from keypress_ari.calls.blocklist import Blocklist
 from keypress_ari.calls.buyer_limits import BuyerLimits
 from keypress_ari.calls.context import CatalogRef
 from keypress_ari.calls.dispatcher import Dispatcher
-from keypress_ari.calls.resync import adopt_open_calls, resync
-from keypress_ari.calls.takeover import carry_on
 from keypress_ari.cluster import ClusterMember
-from keypress_ari.config import ConfigError, Settings, require_ari
+from keypress_ari.config import ConfigError, Settings, extra_servers, require_ari
 from keypress_ari.console import Activity, LiveCalls
-from keypress_ari.core import AriEndpoint, CallCore, build_call_core
+from keypress_ari.core import CallCore
 from keypress_ari.flows.model import Catalog
 from keypress_ari.http import AdminServer, create_admin_app
 from keypress_ari.metrics import DaemonMetrics
@@ -44,7 +42,6 @@ from keypress_ari.store import catalog as catalog_store
 from keypress_ari.store.buyer_legs import PgBuyerLegs
 from keypress_ari.store.db import available_migrations, connect_pool
 from keypress_ari.store.journal import Journal
-from keypress_ari.store.leases import TakenOver
 from keypress_ari.store.listener import NotifyListener
 from keypress_ari.store.log_writer import CallLogWriter
 from keypress_ari.store.outbox import Outbox
@@ -55,7 +52,6 @@ log = structlog.get_logger("keypress.daemon")
 
 CATALOG_CHANNEL = "keypress_catalog"
 BLOCKLIST_CHANNEL = "keypress_blocklist"
-ADOPT_FLUSH_TIMEOUT = 15.0  # seconds the first connection waits for the journal's replay
 CATALOG_CHECK_INTERVAL = 5.0  # seconds; a missed NOTIFY is caught up this late at worst
 
 
@@ -82,12 +78,9 @@ class Daemon:
         self.ari_settings = require_ari(settings)
         self.pool: Any = None
         self.store: PgStore | None = None
-        self.core: CallCore | None = None
+        self.links: list[AsteriskLink] = []  # one per Asterisk server; the first is [ari]
         self.catalog = CatalogRef(Catalog.empty())
         self.calllog: CallLogWriter | None = None
-        self.ari: AriClient | None = None
-        self.stream: EventStream | None = None
-        self.dispatcher: Dispatcher | None = None
         self.blocklist = Blocklist()
         self.metrics = DaemonMetrics()
         self.admin: AdminServer | None = None
@@ -100,16 +93,53 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self.daemon_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.limits: BuyerLimits | None = None  # buyers' max_concurrency across daemons
-        a = self.ari_settings
-        self.name = settings.cluster.name or f"{a.app}@{urlsplit(a.url).netloc}"
-        self.member: ClusterMember | None = None  # the lease; taking over dead peers' calls
+        self.extra_servers = extra_servers(settings)  # [[asterisk]] beside the first
+        self.name = owner_name(self.ari_settings, settings.cluster.name)
         self.listener: NotifyListener | None = None  # LISTEN for catalog/blocklist changes
         self.catalog_notifies = 0  # NOTIFYs received for the catalog
         self._reload_lock = asyncio.Lock()
         self._catalog_changed = asyncio.Condition()
-        self._adopted = False
-        self.resyncs = 0  # completed (re)connections, each followed by a resync
-        self._resynced = asyncio.Condition()
+
+    # The first server's parts, by the names the daemon had before it had several servers.
+    @property
+    def _primary(self) -> AsteriskLink | None:
+        return self.links[0] if self.links else None
+
+    @property
+    def core(self) -> CallCore | None:
+        return self.links[0].core if self.links else None
+
+    @property
+    def ari(self) -> AriClient | None:
+        return self.core.ari if self.core is not None else None
+
+    @property
+    def stream(self) -> EventStream | None:
+        return self.core.stream if self.core is not None else None
+
+    @property
+    def dispatcher(self) -> Dispatcher | None:
+        return self.core.dispatcher if self.core is not None else None
+
+    @property
+    def member(self) -> ClusterMember | None:
+        return self.links[0].member if self.links else None
+
+    @property
+    def resyncs(self) -> int:
+        return self.links[0].resyncs if self.links else 0
+
+    async def wait_resyncs(self, at_least: int, timeout: float) -> None:
+        """Wait until the first server has been resynced with ``at_least`` times."""
+        assert self.links
+        await self.links[0].wait_resyncs(at_least, timeout)
+
+    def link(self, server: str) -> AsteriskLink:
+        """The link to the server of that name ("default": ``[ari]``)."""
+        for link in self.links:
+            if link.server == server:
+                return link
+        raise KeyError(server)
 
     async def start(self) -> None:
         s, a = self.settings, self.ari_settings
@@ -117,9 +147,14 @@ class Daemon:
                                        max_size=s.database.pool_size)
         self.store = PgStore(self.pool)
         await self._check_schema()
-        member = self.member = ClusterMember(s.cluster, self.pool, name=self.name, app=a.app,
-                                             ari_url=a.url)
-        await member.join()
+        self.links = [AsteriskLink(
+            "default" if s.ari is not None else s.asterisk[0].name, a, name=self.name,
+            pool=self.pool, store=self.store, cluster=s.cluster, primary=True)]
+        self.links += [AsteriskLink(e.name, e, name=owner_name(e), pool=self.pool,
+                                    store=self.store, cluster=s.cluster, primary=False)
+                       for e in self.extra_servers]
+        for link in self.links:
+            await link.member.join()
         await self.reload_catalog()
         await self.blocklist.load(self.store)
         self.listener = NotifyListener(
@@ -145,16 +180,19 @@ class Daemon:
             max_backoff=ws.max_backoff, poll_interval=ws.poll_interval,
             concurrency=ws.concurrency)
         self.metrics.set_webhook_source(lambda: webhooks.counts)
-        core = self.core = build_call_core(
-            AriEndpoint(a.url, a.user, a.password.get_secret_value(), a.app,
-                        a.request_timeout, a.reconnect_max_backoff),
-            store=self.store, catalog=self.catalog, settings=s.calls, metrics=self.metrics,
-            blocklist=self.blocklist, limits=limits,
+        shared = dict(store=self.store, catalog=self.catalog, settings=s.calls,
+                      metrics=self.metrics, blocklist=self.blocklist, limits=limits,
+                      broadcast=s.broadcast)
+        core = self.links[0].build(
             journal=Journal(s.journal.directory, s.journal.max_bytes),
-            on_outbox=webhooks.wake, on_connect=self._on_connect,
-            broadcast=s.broadcast, owner=self.name, gate=member.lease_ok)
-        self.calllog, self.ari = core.calllog, core.ari
-        self.dispatcher, self.stream = core.dispatcher, core.stream
+            on_outbox=webhooks.wake, **shared)
+        for link in self.links[1:]:  # one call log writer for all: one journal, one order
+            link.build(calllog=core.calllog, **shared)
+        links = self.links
+        self.metrics.set_calls_active(lambda: sum(link.active_calls for link in links))
+        self.metrics.set_server_sources(
+            {link.server: link.metric_sources() for link in links})
+        self.calllog = core.calllog
         try:  # what the journal holds (PostgreSQL was away, or a crash) is written first
             await core.calllog.recover()
         except (OSError, RuntimeError) as exc:
@@ -165,17 +203,14 @@ class Daemon:
                                          lambda: calllog.journal_full_episodes,
                                          rejected=lambda: calllog.rejected)
         self._webhooks_task = asyncio.create_task(webhooks.run(), name="webhooks")
-        self._tasks.extend(core.start())
-        self._tasks.append(asyncio.create_task(member.run(
-            can_take=lambda: core.stream.connected and core.dispatcher.accepting
-            and not core.replaced, on_taken=self._carry_on, on_fenced=self._stand_down,
-            on_renewed=core.release_held),
-            name="cluster"))
+        for link in self.links:
+            self._tasks.extend(link.start())
         await self._start_agi(core)
         await self._start_ami(core)
         await self._start_admin()
         settle_heap()
         log.info("daemon started", app=a.app, ari=a.url, daemon_id=self.daemon_id,
+                 servers=[link.server for link in self.links],
                  flow_groups=len(self.catalog.current.flow_groups),
                  numbers=len(self.catalog.current.numbers))
 
@@ -194,8 +229,12 @@ class Daemon:
             self._tasks.append(runner)
 
     def operator_action(self, call_id: str, action: str) -> bool:
-        """A console button on a live call of any mode; False: no such live call here."""
+        """A console button on a live call of any mode on any server; False: no such live
+        call here. (The fastagi and ami modes work with the first server.)"""
         assert self.core is not None
+        for link in self.links[1:]:
+            if link.core is not None and link.core.dispatcher.operator_action(call_id, action):
+                return True
         return call_modes.operator_action(self.core, self.ami, self.ami_calls, self.agi_calls,
                                           call_id, action)
 
@@ -217,32 +256,19 @@ class Daemon:
         await self.admin.start()
         log.info("admin API listening", url=self.admin.url)
 
-    async def _carry_on(self, taken: TakenOver) -> None:
-        assert self.dispatcher is not None and self.ari is not None and self.store is not None
-        carried = await carry_on(self.dispatcher, self.ari, self.store, self.ari_settings.app,
-                                 taken.call_ids)
-        log.info("carrying on a dead peer's calls", peer=taken.daemon, calls=carried)
-
-    def _stand_down(self) -> None:
-        """Fenced: a peer carries this daemon's calls now; touch none of them again."""
-        if self.dispatcher is not None:
-            self.dispatcher.accepting = False
-        if self.core is not None:
-            log.error("events dropped: their calls are a peer's", events=self.core.drop_held())
-        if self.stream is not None:
-            self._spawn(self.stream.stop())
-
     async def readiness(self) -> dict[str, Any]:
-        """Ready: the ARI event stream is connected and PostgreSQL answers."""
-        ari_ok = self.stream is not None and self.stream.connected
+        """Ready: PostgreSQL answers and every Asterisk server's event stream is connected
+        (not replaced, not fenced). ``servers`` has each server's own state; the top-level
+        ``ari``/``app_replaced``/``fenced``/``cluster``/``claims`` are the first server's."""
         db_ok = self.store is not None and await self.store.ping(2.0)
-        replaced = self.core is not None and self.core.replaced
-        fenced = self.member is not None and self.member.fenced
-        return {"ready": ari_ok and db_ok and not (replaced or fenced), "ari": ari_ok,
-                "database": db_ok, "app_replaced": replaced, "fenced": fenced,
-                "cluster": {"name": self.name,
-                            "epoch": self.member.epoch if self.member else 0},
-                "claims": self.core.claimer.counts.as_dict() if self.core else {},
+        servers = {link.server: link.readiness() for link in self.links}
+        first = servers[self.links[0].server] if self.links else {
+            "ari": False, "app_replaced": False, "fenced": False, "claims": {},
+            "cluster": {"name": self.name, "epoch": 0}}
+        ready = db_ok and bool(servers) and all(v["ready"] for v in servers.values())
+        return {"ready": ready, "ari": first["ari"], "database": db_ok,
+                "app_replaced": first["app_replaced"], "fenced": first["fenced"],
+                "cluster": first["cluster"], "claims": first["claims"], "servers": servers,
                 "catalog_version": self.catalog.version,
                 "call_log_backlog": self.calllog.backlog if self.calllog else 0,
                 "journal_backlog": self.calllog.journal_backlog if self.calllog else 0,
@@ -309,33 +335,6 @@ class Daemon:
             await asyncio.sleep(CATALOG_CHECK_INTERVAL)
             await self._reload_safely()
 
-    async def _on_connect(self) -> None:
-        """Runs after every (re)connection, before any event is delivered: adopt the calls a
-        previous run left (first connection only), then resync with Asterisk's channels."""
-        assert self.dispatcher is not None and self.ari is not None
-        log.info("ARI events connected", app=self.ari_settings.app)
-        if not self._adopted:
-            # The journal of a run stopped while PostgreSQL was down holds the newest state
-            # of its calls: let it reach PostgreSQL before reading the calls to adopt.
-            assert self.calllog is not None
-            if self.calllog.backlog and not await self.calllog.flush(ADOPT_FLUSH_TIMEOUT):
-                log.warning("adopting calls before the journal reached PostgreSQL; their "
-                            "newest state may be missing", backlog=self.calllog.backlog)
-            assert self.store is not None
-            adopted = await adopt_open_calls(self.dispatcher, self.store)
-            self._adopted = True
-            if adopted:
-                log.info("adopted calls left by a previous run", calls=adopted)
-        await resync(self.dispatcher, self.ari, self.ari_settings.app)
-        async with self._resynced:
-            self.resyncs += 1
-            self._resynced.notify_all()
-
-    async def wait_resyncs(self, at_least: int, timeout: float) -> None:
-        """Wait until the daemon has resynced with Asterisk ``at_least`` times."""
-        async with asyncio.timeout(timeout), self._resynced:
-            await self._resynced.wait_for(lambda: self.resyncs >= at_least)
-
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking calls, finish handling what arrived, flush the call log, close."""
         if self.admin is not None:
@@ -346,14 +345,8 @@ class Daemon:
             await self.ami.stop()
             if self.ami_calls is not None:
                 await self.ami_calls.idle(grace / 4)
-        if self.dispatcher is not None:
-            self.dispatcher.accepting = False
-        if self.stream is not None:
-            await self.stream.stop()
-        if self.core is not None:
-            await self.core.claimer.close()
-        if self.dispatcher is not None:
-            await self.dispatcher.idle(grace / 2)
+        await asyncio.gather(*(link.stop_taking() for link in self.links))
+        await asyncio.gather(*(link.idle(grace / 2) for link in self.links))
         if self.calllog is not None:
             self.calllog.close()
             if not await self.calllog.flush(grace / 2):
@@ -370,8 +363,9 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        if self.ari is not None:
-            await self.ari.close()
+        for link in self.links:
+            if link.core is not None:
+                await link.core.ari.close()
         if self.listener is not None:
             await self.listener.close()
         if self.limits is not None:  # this daemon's legs stop counting now, not at expiry

@@ -301,6 +301,22 @@ class DaemonMetrics:
         """Read the active call count from ``source`` at every scrape."""
         self.calls_active.set_function(source)
 
+    def set_server_sources(
+            self, servers: Mapping[str, tuple[Callable[[], float], Callable[[], float]]]
+    ) -> None:
+        """Per Asterisk server (``default`` for ``[ari]``, else the ``[[asterisk]]`` name):
+        its calls in progress and whether its ARI event stream is connected, read at every
+        scrape."""
+        r = self.registry
+        calls = r.gauge("keypress_server_calls_active",
+                        "Calls in progress on each Asterisk server of this daemon.", ("server",))
+        up = r.gauge("keypress_server_ari_connected",
+                     "1 while the ARI event stream of that Asterisk server is connected.",
+                     ("server",))
+        for server, (active, connected) in servers.items():
+            calls.labels(server=server).set_function(active)
+            up.labels(server=server).set_function(connected)
+
     def set_call_log_source(self, backlog: Callable[[], float],
                             journal_full: Callable[[], float],
                             journal_full_episodes: Callable[[], float],

@@ -34,8 +34,10 @@ async def run_daemon(settings: Settings) -> None:
         with contextlib.suppress(TimeoutError):
             if stream is not None:
                 await stream.wait_connected(5.0)  # READY then means what it says, mostly
-        # Healthy: this loop runs the pings, and the ARI stream is up or was < 2 min ago.
-        healthy = up_within(lambda: stream is not None and stream.connected, 120.0)
+        # Healthy: this loop runs the pings, and an ARI stream (of any of the daemon's
+        # Asterisk servers) is up or was < 2 min ago.
+        links = daemon.links
+        healthy = up_within(lambda: any(link.connected for link in links), 120.0)
         watchdog = asyncio.create_task(notifier.watchdog_loop(healthy), name="watchdog")
         numbers = len(daemon.catalog.current.numbers)
         notifier.ready(f"taking calls: app {app}, {numbers} numbers"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from keypress_ari.config import ConfigError, load_settings, require_ari
+from keypress_ari.config import ConfigError, extra_servers, load_settings, require_ari
 
 GOOD = """
 [ari]
@@ -126,3 +126,43 @@ def test_event_loop_is_uvloop_by_default_and_can_be_asyncio(tmp_path: Path) -> N
         loop.close()
     with pytest.raises(ConfigError, match=r"runtime\.event_loop"):
         load_settings(write(tmp_path, GOOD + '\n[runtime]\nevent_loop = "trio"\n'))
+
+
+SECOND = """
+[[asterisk]]
+name = "pbx-b"
+url = "http://127.0.0.1:8089/ari"
+user = "keypress"
+password = "other-secret"
+app = "keypress"
+"""
+
+
+def test_asterisk_entries_add_servers(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, GOOD + SECOND))
+    assert require_ari(s).url == "http://127.0.0.1:8088/ari"  # [ari] stays the first
+    assert [(e.name, e.url) for e in extra_servers(s)] == [
+        ("pbx-b", "http://127.0.0.1:8089/ari")]
+
+
+def test_asterisk_entries_alone(tmp_path: Path) -> None:
+    text = SECOND + SECOND.replace("pbx-b", "pbx-c").replace("8089", "8090")
+    s = load_settings(write(tmp_path, text + "[database]\ndsn = 'postgresql://x@127.0.0.1/y'\n"))
+    assert require_ari(s).url == "http://127.0.0.1:8089/ari"  # the first entry
+    assert [e.name for e in extra_servers(s)] == ["pbx-c"]
+
+
+@pytest.mark.parametrize(("second", "message"), [
+    (SECOND.replace("8089", "8090"), "two entries share a name"),
+    (SECOND.replace("pbx-b", "pbx-c"), "two servers share an ARI URL"),
+])
+def test_asterisk_entries_must_differ(tmp_path: Path, second: str, message: str) -> None:
+    s = load_settings(write(tmp_path, GOOD + SECOND + second))
+    with pytest.raises(ConfigError, match=message):
+        extra_servers(s)
+
+
+def test_asterisk_entry_needs_a_name(tmp_path: Path) -> None:
+    text = GOOD + SECOND.replace('name = "pbx-b"\n', "")
+    with pytest.raises(ConfigError, match="asterisk"):
+        load_settings(write(tmp_path, text))

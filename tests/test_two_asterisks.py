@@ -99,7 +99,8 @@ async def test_restarting_one_asterisk_leaves_the_others_calls_alone(
         await restart(second_asterisk)  # its calls end with it
         await second.daemon.wait_resyncs(resyncs + 1, 30)  # reconnected, resynced
         ended = await second.watch.event(lost_id, "call_ended", timeout=10)
-        assert ended.detail["ended_by"] in ("caller", "unknown")
+        # Asterisk hangs both legs up as it stops: either side may be seen first
+        assert ended.detail["ended_by"] in ("caller", "buyer", "unknown")
 
         await phone.press("1")  # the first server's call never noticed
         await first.watch.event(call_id, "disposition", disposition="sale")

@@ -121,16 +121,17 @@ async def _destroy_orphan_bridges(dispatcher: Any, ari: AriClient, channels: set
     return destroyed
 
 
-async def open_states(store: CallStore, mode: str, owner: str | None = None
-                      ) -> list[CallState]:
-    """The open calls of one call mode that ``owner`` carries (or that nobody was named for:
-    written before calls had owners), rebuilt from their snapshots; each continues after
-    the highest ``seq`` written for it (rows may have followed the snapshot)."""
+async def open_states(store: CallStore, mode: str, owner: str | None = None, *,
+                      unowned: bool = True) -> list[CallState]:
+    """The open calls of one call mode that ``owner`` carries (and, if ``unowned``, those
+    nobody was named for: written before calls had owners), rebuilt from their snapshots;
+    each continues after the highest ``seq`` written for it (rows may have followed the
+    snapshot)."""
     states = []
     for row in await store.open_calls():
         state = CallState.from_snapshot(row.state)
-        if state.owner is not None and state.owner != owner:
-            continue  # another daemon's call
+        if state.owner != owner and not (state.owner is None and unowned):
+            continue  # another daemon's (or another server's) call
         state.owner = owner
         if state.mode == mode and (mode == "stasis" or state.linkedid):
             state.seq = max(state.seq, row.last_seq)
@@ -138,12 +139,16 @@ async def open_states(store: CallStore, mode: str, owner: str | None = None
     return states
 
 
-async def adopt_open_calls(dispatcher: Any, store: CallStore) -> int:
-    """A restarted daemon takes back the calls the store says are open (their snapshots).
+async def adopt_open_calls(dispatcher: Any, store: CallStore, *, unowned: bool = True
+                           ) -> int:
+    """A restarted daemon takes back the calls the store says are open (their snapshots):
+    those its owner name carries, and, if ``unowned``, those written before calls had owners
+    (one daemon's first server takes them; a daemon's other servers never do).
 
     Calls whose channels are gone are closed by the resync that follows (ChannelVanished).
     """
-    states = await open_states(store, "stasis", dispatcher.ctx.owner)  # others: their own
+    states = await open_states(store, "stasis", dispatcher.ctx.owner,
+                               unowned=unowned)  # others: their own
     for state in states:
         dispatcher.adopt(state)
     return len(states)

@@ -4,13 +4,14 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export KEYPRESS_TEST_DSN ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: help system-deps venv asterisk postgres test unit lint demo bench clean
+.PHONY: help system-deps venv asterisk postgres test unit lint demo bench dist clean
 
 help:
 	@echo "make demo    set up Asterisk + PostgreSQL, run the daemon, place a demo call"
 	@echo "make test    unit and integration tests (real Asterisk, real PostgreSQL)"
 	@echo "make unit    the unit tests only (~15 s; no Asterisk, no PostgreSQL)"
 	@echo "make lint    ruff + mypy"
+	@echo "make dist    the sdist and the wheel, in dist/"
 	@echo "make bench   benchmarks: latency, throughput, memory, end to end, SIP load"
 
 system-deps:
@@ -55,5 +56,9 @@ $(BENCH_VENV)/.installed: bench/requirements.txt pyproject.toml
 bench: system-deps asterisk postgres $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
+# The release artefacts: an sdist and a wheel in dist/ (tests/test_packaging.py builds them too).
+dist: venv
+	rm -rf dist && $(BIN)/python -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf dist $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

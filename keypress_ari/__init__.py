@@ -1,3 +1,3 @@
 """keypress-ari: key press call control for Asterisk over ARI."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -12,14 +12,14 @@ from typing import Any
 
 import asyncpg
 
-from keypress_ari import cli_admin
+from keypress_ari import __version__, cli_admin
 from keypress_ari.config import ConfigError, Settings, load_settings
 from keypress_ari.flows.errors import CatalogError
 from keypress_ari.flows.yamlio import dump_catalog_yaml, load_catalog_yaml
 from keypress_ari.logs import configure_logging
 from keypress_ari.store import catalog as catalog_store
 from keypress_ari.store import log_queries as calls_store
-from keypress_ari.store.db import migrate
+from keypress_ari.store.db import SchemaTooNew, migrate
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None,
                    help="TOML settings file (default $KEYPRESS_CONFIG or "
                         "/etc/keypress-ari/keypress-ari.toml)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the daemon (the Stasis app)")
     doctor = sub.add_parser("doctor", help="check the configured Asterisk and PostgreSQL, "
@@ -170,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CatalogError) as exc:
         print(f"keypress-ari: {exc}", file=sys.stderr)
         return 2
+    except SchemaTooNew as exc:
+        print(f"keypress-ari: {exc}", file=sys.stderr)
+        return 1
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"keypress-ari: database: {exc}", file=sys.stderr)
         return 1

@@ -40,7 +40,7 @@ from keypress_ari.http import AdminServer, create_admin_app
 from keypress_ari.metrics import DaemonMetrics
 from keypress_ari.store import catalog as catalog_store
 from keypress_ari.store.buyer_legs import PgBuyerLegs
-from keypress_ari.store.db import available_migrations, connect_pool
+from keypress_ari.store.db import available_migrations, connect_pool, too_new_message
 from keypress_ari.store.journal import Journal
 from keypress_ari.store.listener import NotifyListener
 from keypress_ari.store.log_writer import CallLogWriter
@@ -281,6 +281,8 @@ class Daemon:
         if current is None or current < latest:
             raise ConfigError(f"database schema is at {current or 'nothing'}, needs {latest}: "
                               "run `keypress-ari db migrate`")
+        if current > latest:
+            raise ConfigError(too_new_message(current, "unknown to this version", latest))
 
     async def reload_catalog(self) -> None:
         """Load the catalog from PostgreSQL and swap it in whole."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -22,6 +23,26 @@ def admin_dsn() -> str:
 def with_database(dsn: str, name: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@asynccontextmanager
+async def empty_database() -> AsyncIterator[str]:
+    """A new database with nothing in it (no migration), dropped afterwards: its DSN."""
+    admin = admin_dsn()
+    name = f"keypress_empty_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin, timeout=10)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield with_database(admin, name)
+    finally:
+        conn = await asyncpg.connect(admin, timeout=10)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,10 @@ Migrations are the files ``store/migrations/NNN_name.sql``, applied in number or
 its own transaction, under a session advisory lock so that two daemons (or a daemon and
 ``keypress-ari db migrate``) starting together cannot race. Applied ones are recorded in
 ``schema_migrations``; running again applies only what is new.
+
+Migrations only go forward. A database that holds a migration this version does not ship
+(it was migrated by a newer keypress-ari) is refused: ``SchemaTooNew``, with what to do.
+Released migration files never change (``tests/test_upgrades.py`` pins their checksums).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from importlib import resources
 from typing import Any
 
 import asyncpg
+
+from keypress_ari import __version__
 
 MIGRATION_LOCK_ID = 0x6B657970  # "keyp": advisory lock key shared by every migrator
 _NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -41,8 +47,22 @@ def available_migrations() -> list[Migration]:
     return found
 
 
-async def migrate(conn: Any) -> list[str]:
-    """Apply pending migrations on ``conn`` (an asyncpg connection); return the applied names."""
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer keypress-ari: this one refuses to touch it."""
+
+
+def too_new_message(number: int, name: str, latest: int) -> str:
+    return (f"the database schema is at migration {number:03d} ({name}), newer than "
+            f"keypress-ari {__version__} knows (its latest is {latest:03d}): a downgrade is "
+            "refused. Run the newer keypress-ari, or restore the database backup taken "
+            "before the upgrade (docs/upgrading.md)")
+
+
+async def migrate(conn: Any, *, upto: int | None = None) -> list[str]:
+    """Apply pending migrations on ``conn`` (an asyncpg connection); return the applied names.
+
+    ``upto`` stops after that migration number (tests build an older schema with it).
+    """
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
     try:
         await conn.execute(
@@ -51,10 +71,17 @@ async def migrate(conn: Any) -> list[str]:
                    name text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = {row["number"] for row in await conn.fetch("SELECT number FROM schema_migrations")}
+        rows = await conn.fetch("SELECT number, name FROM schema_migrations ORDER BY number")
+        done = {row["number"]: row["name"] for row in rows}
+        shipped = available_migrations()
+        known = {mig.number for mig in shipped}
+        unknown = [n for n in done if n not in known]
+        if unknown:
+            newest = max(unknown)
+            raise SchemaTooNew(too_new_message(newest, done[newest], max(known)))
         applied: list[str] = []
-        for mig in available_migrations():
-            if mig.number in done:
+        for mig in shipped:
+            if mig.number in done or (upto is not None and mig.number > upto):
                 continue
             async with conn.transaction():
                 await conn.execute(mig.sql)

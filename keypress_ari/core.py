@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from keypress_ari.ari.client import AriClient
-from keypress_ari.ari.events import ApplicationReplaced, CallBroadcast, Event
+from keypress_ari.ari.events import ApplicationReplaced, CallBroadcast
 from keypress_ari.ari.stream import EventStream
 from keypress_ari.calls.blocklist import Blocklist
 from keypress_ari.calls.buyer_limits import BuyerLimits
@@ -57,7 +57,7 @@ class CallCore:
     owns_calllog: bool = True  # False: another core's writer (one daemon, several servers)
     replaced: bool = False  # another websocket took the app name: this stream stopped
     stopping: asyncio.Task[None] | None = None
-    held: deque[Event] = field(default_factory=lambda: deque(maxlen=MAX_HELD))
+    held: deque[object] = field(default_factory=lambda: deque(maxlen=MAX_HELD))  # events, timers
 
     def release_held(self) -> None:
         """The lease holds again: deliver the events held meanwhile, in order."""
@@ -126,7 +126,7 @@ def build_call_core(
                       on_outcome=lambda outcome: metrics.claims.labels(outcome=outcome).inc())
     core: CallCore | None = None
 
-    def on_event(event: Event) -> None:
+    def on_event(event: object) -> None:
         assert core is not None
         if core.held or (gate is not None and not gate()):
             if not core.held:
@@ -150,4 +150,5 @@ def build_call_core(
     if owns_calllog:
         metrics.set_calls_active(lambda: dispatcher.active_calls)
     core = CallCore(ari, stream, dispatcher, ctx, calllog, claimer, owns_calllog)
+    dispatcher.inbox = on_event  # the calls' own timers wait behind the lease gate too
     return core

@@ -72,6 +72,9 @@ class Dispatcher:
         self.accepting = True
         self.arrival_clock = arrival_clock
         self._handovers: dict[str, Handover] = {}  # channel id -> a call on its way in
+        # Where the calls' own events (timers, vanished channels, ...) enter: the core points
+        # it at its gate, so that they wait with the ARI events while the lease is in doubt.
+        self.inbox: Callable[[object], None] = self.on_event
 
     @property
     def active_calls(self) -> int:
@@ -160,7 +163,7 @@ class Dispatcher:
     # ---- CallHost: what calls ask of their dispatcher -----------------------------------
 
     def post(self, event: object) -> None:
-        self.on_event(event)
+        self.inbox(event)
 
     def attach(self, channel_id: str, caller_channel: str) -> None:
         slot = self._slots.get(caller_channel)

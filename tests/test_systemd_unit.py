@@ -72,6 +72,12 @@ class Machine:
     def run(self, *cmd: str, timeout: float = 60.0, check: bool = True) -> str:
         return sh("nsenter", "-t", str(self.leader), "-a", *cmd, timeout=timeout, check=check)
 
+    def verify(self, unit_path: str) -> subprocess.CompletedProcess[str]:
+        """``systemd-analyze verify``: its warnings are on stderr, which run() drops."""
+        return subprocess.run(["nsenter", "-t", str(self.leader), "-a", "systemd-analyze",
+                               "verify", unit_path],
+                              capture_output=True, text=True, timeout=60, check=False)
+
     def show(self, *props: str) -> dict[str, str]:
         out = self.run("systemctl", "show", UNIT, *(f"--property={p}" for p in props))
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
@@ -152,6 +158,14 @@ async def test_the_unit_under_systemd(machine: Machine, test_caller: Any) -> Non
     assert m.run("id", "-u", "keypress-ari").strip()
     assert m.run("stat", "-c", "%a %U:%G", "/etc/keypress-ari/keypress-ari.toml").strip() \
         == "640 root:keypress-ari"
+
+    # The installed unit: no complaints from systemd, and its hardening score.
+    verify = m.verify(f"/lib/systemd/system/{UNIT}.service")
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+    security = m.run("systemd-analyze", "security", UNIT, "--no-pager", check=False)
+    score = float(security.split("Overall exposure level for")[1].split(":")[1].split()[0])
+    FIGURES["security_exposure"] = score
+    assert score <= 2.0, security
 
     # Type=notify: `systemctl start` returns once READY=1 came.
     t0 = time.monotonic()

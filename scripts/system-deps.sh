@@ -9,6 +9,9 @@ command -v asterisk >/dev/null 2>&1 || command -v debootstrap >/dev/null 2>&1 ||
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v pg_isready >/dev/null 2>&1 || need+=(postgresql-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# the unit under a real systemd (tests/test_systemd_unit.py): a container tree and nspawn
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
 # the console's browser tests (tests/test_console_browser.py): Debian's headless Chromium
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)

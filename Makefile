@@ -4,13 +4,14 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export KEYPRESS_TEST_DSN ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: help system-deps venv asterisk postgres test unit lint demo bench clean
+.PHONY: help system-deps venv asterisk postgres test unit lint demo bench clean container-test test-all
 
 help:
 	@echo "make demo    set up Asterisk + PostgreSQL, run the daemon, place a demo call"
 	@echo "make test    unit and integration tests (real Asterisk, real PostgreSQL)"
 	@echo "make unit    the unit tests only (~15 s; no Asterisk, no PostgreSQL)"
 	@echo "make lint    ruff + mypy"
+	@echo "make container-test  build both images, run the stack, place the demo call inside"
 	@echo "make bench   benchmarks: latency, throughput, memory, end to end, SIP load"
 
 system-deps:
@@ -54,6 +55,13 @@ $(BENCH_VENV)/.installed: bench/requirements.txt pyproject.toml
 
 bench: system-deps asterisk postgres $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+# Builds docker/Dockerfile and docker/asterisk.Dockerfile (local bases when no registry
+# serves them), runs them, places the demo call, reads its call log over the admin API.
+container-test: postgres
+	bash scripts/container-test.sh
+
+test-all: test container-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -13,6 +13,18 @@ mkdir -p "$CACHE"
 
 have() { $ENGINE image inspect "$1" >/dev/null 2>&1; }
 
+# This machine reaches PyPI through a TLS proxy with its own CA: give the local base the
+# host's CA bundle and point pip at it (a real registry base needs neither).
+trust_host_cas() {  # ROOT
+    [ -s /etc/ssl/certs/ca-certificates.crt ] || return 0
+    mkdir -p "$1/etc/ssl/certs"
+    cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"
+    printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$1/etc/pip.conf"
+    # The mirror here may serve a Release file past its Valid-Until (a frozen snapshot).
+    mkdir -p "$1/etc/apt/apt.conf.d"
+    echo 'Acquire::Check-Valid-Until "false";' >"$1/etc/apt/apt.conf.d/99keypress-local-base"
+}
+
 make_base() {  # NAME SUITE EXTRA_PACKAGES
     local name=$1 suite=$2 extra=$3 tarball="$CACHE/base-${1//[:\/]/_}.tar"
     if [ ! -s "$tarball" ]; then
@@ -20,6 +32,7 @@ make_base() {  # NAME SUITE EXTRA_PACKAGES
         echo "container-base: debootstrap $suite into $root"
         debootstrap --variant=minbase ${extra:+--include=$extra} "$suite" "$root" "$MIRROR" >/dev/null
         chroot "$root" apt-get clean
+        trust_host_cas "$root"
         rm -rf "$root"/var/lib/apt/lists/* "$root"/usr/share/doc "$root"/usr/share/man
         tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
         rm -rf "$root"

@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export KEYPRESS_TEST_DSN ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: help system-deps venv asterisk postgres test unit lint demo bench dist clean install systemd-test
+.PHONY: help system-deps venv asterisk postgres test unit lint demo bench dist clean install systemd-test container-test test-all
 
 help:
 	@echo "make demo    set up Asterisk + PostgreSQL, run the daemon, place a demo call"
@@ -12,6 +12,7 @@ help:
 	@echo "make unit    the unit tests only (~15 s; no Asterisk, no PostgreSQL)"
 	@echo "make lint    ruff + mypy"
 	@echo "make dist    the sdist and the wheel, in dist/"
+	@echo "make container-test  build both images, run the stack, place the demo call inside"
 	@echo "make bench   benchmarks: latency, throughput, memory, end to end, SIP load"
 	@echo "make install the daemon in a venv at PREFIX, unit, config, sysusers.d (DESTDIR-aware)"
 	@echo "make systemd-test  the unit under a real systemd (nspawn), Asterisk, PostgreSQL"
@@ -107,6 +108,13 @@ install:
 # journal. Builds a Debian bookworm tree once (debootstrap, ~75 s) and `make install`s into it.
 systemd-test: venv asterisk postgres
 	KEYPRESS_SYSTEMD_TEST=1 $(BIN)/python -m pytest -s -m systemd tests/test_systemd_unit.py
+
+# Builds docker/Dockerfile and docker/asterisk.Dockerfile (local bases when no registry
+# serves them), runs them, places the demo call, reads its call log over the admin API.
+container-test: postgres
+	bash scripts/container-test.sh
+
+test-all: test container-test
 
 clean:
 	rm -rf dist $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -91,6 +91,7 @@ $ENGINE run -d --name kp-ct-daemon --init --network host "${KP_ENV[@]}" \
     -e KEYPRESS_ADMIN__TOKEN="$TOKEN" -e KEYPRESS_ADMIN__PORT="$ADMIN_PORT" \
     -v kp-ct-state:/var/lib/keypress-ari keypress-ari:dev run >/dev/null
 ADMIN=http://127.0.0.1:$ADMIN_PORT
+api() { curl -fsS --max-time 5 -H "Authorization: Bearer $TOKEN" "$ADMIN$1"; }
 for i in $(seq 1 60); do curl -fsS --max-time 2 "$ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.5
     [ "$i" = 60 ] && die "/readyz not ready in 30 s"; done
 say "daemon ready: /readyz 200 after $(( $(date +%s) - T0 )) s"

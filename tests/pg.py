@@ -26,11 +26,18 @@ def with_database(dsn: str, name: str) -> str:
 
 
 @asynccontextmanager
-async def empty_database() -> AsyncIterator[str]:
-    """A new database with nothing in it (no migration), dropped afterwards: its DSN."""
+async def empty_database(prefix: str = "keypress_empty") -> AsyncIterator[str]:
+    """A new database with nothing in it (no migration), dropped afterwards: its DSN.
+    PostgreSQL unreachable: an error that says how to start it."""
     admin = admin_dsn()
-    name = f"keypress_empty_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin, timeout=10)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = await asyncpg.connect(admin, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise RuntimeError(
+            f"PostgreSQL not reachable at KEYPRESS_TEST_DSN={admin!r}: {exc} "
+            "(run `make postgres`)"
+        ) from exc
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -47,32 +54,14 @@ async def empty_database() -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def pg_dsn() -> AsyncIterator[str]:
-    """A new database, migrated, dropped at the end of the session. Unreachable: an error."""
-    admin = admin_dsn()
-    name = f"keypress_test_{uuid.uuid4().hex[:10]}"
-    try:
-        conn = await asyncpg.connect(admin, timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise RuntimeError(
-            f"PostgreSQL not reachable at KEYPRESS_TEST_DSN={admin!r}: {exc} "
-            "(run `make postgres`)"
-        ) from exc
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = with_database(admin, name)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    yield dsn
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    """A new database, migrated, dropped at the end of the session."""
+    async with empty_database("keypress_test") as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield dsn
 
 
 @pytest.fixture(scope="session")

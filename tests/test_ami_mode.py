@@ -12,7 +12,7 @@ import pytest
 from keypress_ari.ami.tracker import FOLLOWED_EVENTS
 from keypress_ari.ari.events import ChannelDtmfReceived
 from keypress_ari.calllog.ops import CallOpened
-from tests.support.audio import hears, hears_music, stays_quiet
+from tests.support.audio import falls_quiet, hears, hears_music
 from tests.support.buyers import BuyerPhone, TestBuyers
 from tests.support.daemon import RunningDaemon
 from tests.support.process import until
@@ -252,7 +252,7 @@ async def test_hold_moves_the_call_into_stasis(ami_daemon: RunningDaemon,
     assert not await hears(test_caller, buyer_phone, caller_phone)
     await phone.press("5")  # now a Stasis call's key
     await ami_daemon.watch.event(call_id, "call_control_action", action="unhold_consumer")
-    assert await stays_quiet(test_caller, caller_phone)
+    assert await falls_quiet(test_caller, caller_phone)
     assert await hears(test_caller, buyer_phone, caller_phone)
     await phone.press("1")
     await ami_daemon.watch.event(call_id, "disposition", disposition="not_qualified")

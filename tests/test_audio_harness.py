@@ -25,7 +25,7 @@ from keypress_ari.ari.events import (
     StasisStart,
 )
 from tests.support.asterisk import AsteriskServer
-from tests.support.audio import hears, hears_music, no_event_within, stays_quiet
+from tests.support.audio import falls_quiet, hears, hears_music, no_event_within, stays_quiet
 from tests.support.buyers import BuyerPhone, TestBuyers, buyer_endpoint
 from tests.support.caller import PlacedCall, TestCaller
 
@@ -224,9 +224,10 @@ async def test_music_on_hold_is_heard_by_the_caller_only(
     await kp_app.client.start_moh(legs.caller_leg)
     assert await hears_music(test_caller, legs.caller_phone)
     assert await stays_quiet(test_caller, legs.buyer.channel_id)
+    assert not await falls_quiet(test_caller, legs.caller_phone)  # music that goes on fails
 
     await kp_app.client.stop_moh(legs.caller_leg)
-    assert await stays_quiet(test_caller, legs.caller_phone)
+    assert await falls_quiet(test_caller, legs.caller_phone)
     assert await hears(test_caller, legs.caller_phone, legs.buyer.channel_id)
 
 

@@ -17,10 +17,10 @@ from keypress_ari.ari.events import ChannelDtmfReceived, ChannelTalkingStarted, 
 from tests.support.audio import (
     disable_talk_detect,
     enable_talk_detect,
+    falls_quiet,
     hears,
     hears_music,
     no_event_within,
-    stays_quiet,
 )
 from tests.support.buyers import BuyerPhone, TestBuyers
 from tests.support.daemon import RunningDaemon
@@ -143,7 +143,7 @@ async def test_hold_and_unhold_the_consumer(kp: RunningDaemon, test_caller: Any)
     assert not await hears(test_caller, buyer_phone, caller_phone)
     await live.buyer.press("5")
     await kp.watch.event(live.call_id, "call_control_action", action="unhold_consumer")
-    assert await stays_quiet(test_caller, caller_phone)
+    assert await falls_quiet(test_caller, caller_phone)
     assert await hears(test_caller, buyer_phone, caller_phone)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.audio import hears, hears_music, stays_quiet
+from tests.support.audio import falls_quiet, hears, hears_music
 from tests.support.daemon import RunningDaemon
 from tests.test_agi_mode import CATALOG as AGI_CATALOG
 from tests.test_agi_mode import dial_call as agi_dial_call
@@ -51,7 +51,7 @@ async def test_mute_hold_unhold_and_hang_up_an_ami_call(daemon_factory: Any,
     assert kp.daemon.operator_action(call_id, "unhold_consumer")  # now the Stasis mode's
     unheld = await kp.watch.event(call_id, "call_control_action", action="unhold_consumer")
     assert unheld.detail["outcome"] == "ok", [(e.kind, e.detail) for e in kp.watch.events(call_id)]
-    assert await stays_quiet(test_caller, caller_phone)
+    assert await falls_quiet(test_caller, caller_phone)
     assert kp.daemon.operator_action(call_id, "hangup")
     await call.wait_hangup(10)
     await phone.wait_hangup(10)

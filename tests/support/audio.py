@@ -44,6 +44,12 @@ speaker's playback (``SPEECH_MEDIA``, 1.4 s) finishes without the listener heari
 Where no event can bound the wait (music stopped, digits not passed on), use
 :func:`stays_quiet` / :func:`no_event_within`, which wait ``QUIET_WINDOW_S`` seconds: only for
 negative assertions.
+
+Stopping is not immediate: ``DELETE /channels/{id}/moh`` (like ``POST .../moh``) only queues
+the command to the channel's thread (res_stasis ``stasis_app_send_command_async``) and
+answers 204 before the music stops, so a loaded machine can still send a few frames of music
+after the daemon logged "consumer off hold". After a stop, use :func:`falls_quiet`: quiet
+within ``FALL_QUIET_ATTEMPTS`` fresh windows, so music that never stops still fails.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from keypress_ari.ari.events import ChannelTalkingStarted, Event, PlaybackFinish
 from tests.support.caller import EventPredicate, TestCaller
 
 __all__ = [
+    "FALL_QUIET_ATTEMPTS",
     "MUSIC_TIMEOUT_S",
     "QUIET_WINDOW_S",
     "SPEECH_MEDIA",
@@ -65,6 +72,7 @@ __all__ = [
     "TALK_THRESHOLD",
     "disable_talk_detect",
     "enable_talk_detect",
+    "falls_quiet",
     "hears",
     "hears_music",
     "no_event_within",
@@ -82,6 +90,8 @@ MUSIC_TIMEOUT_S = 3.0
 # The one "nothing happened within N seconds" wait, for negative assertions only: every
 # positive path measured here answers within 0.25 s.
 QUIET_WINDOW_S = 1.0
+# How many fresh quiet windows falls_quiet() allows for a stop Asterisk carries out late.
+FALL_QUIET_ATTEMPTS = 3
 
 _playback_ids = itertools.count(1)
 
@@ -194,3 +204,19 @@ async def stays_quiet(
         )
     finally:
         await disable_talk_detect(client, listener_id)
+
+
+async def falls_quiet(
+    test_caller: TestCaller,
+    listener_id: str,
+    *,
+    attempts: int = FALL_QUIET_ATTEMPTS,
+    seconds: float = QUIET_WINDOW_S,
+) -> bool:
+    """True once ``listener_id`` hears nothing for ``seconds`` on a fresh detector, within
+    ``attempts`` windows: for sound that was just told to stop (Asterisk stops it after its
+    204). Music that goes on is heard in every window: False. Negative assertions only."""
+    for _ in range(attempts):
+        if await stays_quiet(test_caller, listener_id, seconds):
+            return True
+    return False

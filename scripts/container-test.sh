@@ -28,6 +28,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# what it needs, on a fresh Debian/Ubuntu machine (root): Docker's engine, debootstrap, curl
+need=()
+if [ "$ENGINE" = docker ]; then
+    command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+    command -v docker >/dev/null 2>&1 || need+=(docker.io)
+fi
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "need root to install: ${need[*]}"
+    say "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
 if [ "$ENGINE" = docker ] && ! docker info >/dev/null 2>&1; then
     say "starting dockerd (log $STATE/dockerd.log)"
     (setsid dockerd >"$STATE/dockerd.log" 2>&1 &)

@@ -33,7 +33,7 @@ asterisk: system-deps
 postgres: system-deps
 	bash scripts/ensure-postgres.sh
 
-# tests/test_systemd_unit.py (the unit under a real systemd, ~35 s; 103 s the first
+# tests/test_systemd_unit.py (the unit under a real systemd, ~30 s; 103 s the first
 # time, to build its container tree) runs as root where systemd-nspawn exists; else skipped.
 # KEYPRESS_SYSTEMD_TEST=0 leaves it out.
 export KEYPRESS_SYSTEMD_TEST ?= $(shell [ "$$(id -u)" = 0 ] && command -v systemd-nspawn >/dev/null && echo 1)

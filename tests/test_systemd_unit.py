@@ -2,8 +2,14 @@
 (Debian bookworm, built once with debootstrap) that shares the host network, so the daemon
 inside reaches the test Asterisk and PostgreSQL on 127.0.0.1. The tree is set up with
 ``make install DESTDIR=...``; a drop-in points the unit at the test Asterisk and database
-and shortens WatchdogSec. Driven with ``nsenter`` into the container (no machined on the
-host, so no ``systemctl -M``).
+and shortens WatchdogSec (tests/support/systemd_machine.py). Driven with ``nsenter`` into
+the container (no machined on the host, so no ``systemctl -M``).
+
+The first test checks the unit itself (users, hardening, READY, the watchdog, stop); the
+second runs docs/upgrading.md's procedure with a live call: a bridged call survives
+``systemctl restart`` (the new daemon adopts it, the next press works, the log has no gap)
+and ``systemctl stop`` (a clean exit, every row written, the channels left in the Stasis
+app for the next daemon, which adopts the call again).
 
 Needs root and systemd-nspawn (apt-get install systemd-container debootstrap): run with
 ``make systemd-test`` (sets KEYPRESS_SYSTEMD_TEST=1); skipped otherwise.
@@ -11,145 +17,34 @@ Needs root and systemd-nspawn (apt-get install systemd-container debootstrap): r
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import shutil
-import signal
-import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 
-from tests.support.asterisk import REPO_ROOT
+from keypress_ari.ari.events import (
+    ChannelDestroyed,
+    ChannelDtmfReceived,
+    ChannelVarset,
+    StasisEnd,
+    StasisStart,
+)
+from keypress_ari.flows.yamlio import load_catalog_yaml
+from keypress_ari.store.catalog import import_catalog
+from tests.support.buyers import BuyerPhone, TestBuyers
+from tests.support.caller import PlacedCall, TestCaller
+from tests.support.systemd_machine import FIGURES, UNIT, WATCHDOG_SEC, Machine, until
+from tests.support.systemd_machine import machine as machine  # the module's booted container
 
 pytestmark = [
     pytest.mark.systemd, pytest.mark.asterisk, pytest.mark.pg,
     pytest.mark.skipif(os.environ.get("KEYPRESS_SYSTEMD_TEST") != "1",
                        reason="needs root and systemd-nspawn: make systemd-test"),
 ]
-
-ROOT = Path(os.environ.get("KEYPRESS_SYSTEMD_ROOT", "/var/cache/keypress-ari/systemd-root"))
-MARKER = ROOT / ".keypress-ready"
-MIRROR = os.environ.get("KEYPRESS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-UNIT = "keypress-ari"
-WATCHDOG_SEC = 4
-FIGURES: dict[str, float] = {}
-
-
-def sh(*cmd: str, timeout: float = 60.0, check: bool = True) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{cmd} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
-
-
-def build_tree() -> None:
-    """A bookworm minbase tree with systemd as init (once; ~75 s)."""
-    if MARKER.exists():
-        return
-    assert shutil.which("debootstrap") and shutil.which("systemd-nspawn"), \
-        "apt-get install -y debootstrap systemd-container"
-    shutil.rmtree(ROOT, ignore_errors=True)
-    sh("unshare", "--mount", "--propagation", "private", "debootstrap", "--variant=minbase",
-       "--include=systemd,systemd-sysv,dbus,python3,python3-venv,ca-certificates",
-       "bookworm", str(ROOT), MIRROR, timeout=600)
-    (ROOT / "etc/hostname").write_text("kpsd\n")
-    MARKER.touch()
-
-
-class Machine:
-    """A booted container: commands run in it through nsenter into its PID 1."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], console: Path) -> None:
-        self.proc = proc
-        self.console = console
-        self.leader = 0
-
-    def run(self, *cmd: str, timeout: float = 60.0, check: bool = True) -> str:
-        return sh("nsenter", "-t", str(self.leader), "-a", *cmd, timeout=timeout, check=check)
-
-    def verify(self, unit_path: str) -> subprocess.CompletedProcess[str]:
-        """``systemd-analyze verify``: its warnings are on stderr, which run() drops."""
-        return subprocess.run(["nsenter", "-t", str(self.leader), "-a", "systemd-analyze",
-                               "verify", unit_path],
-                              capture_output=True, text=True, timeout=60, check=False)
-
-    def show(self, *props: str) -> dict[str, str]:
-        out = self.run("systemctl", "show", UNIT, *(f"--property={p}" for p in props))
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-    def journal(self) -> list[dict[str, Any]]:
-        out = self.run("journalctl", "-u", UNIT, "-o", "json", "--no-pager", check=False)
-        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-
-
-async def until(condition: Callable[[], Awaitable[Any] | Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until truthy (returned), failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        await asyncio.sleep(0.1)  # polling another process's state, with a deadline
-
-
-@pytest.fixture
-async def machine(asterisk: Any, pg_dsn: str, tmp_path: Path) -> AsyncIterator[Machine]:
-    await asyncio.to_thread(build_tree)
-    await asyncio.to_thread(sh, "make", "-C", str(REPO_ROOT), "install", f"DESTDIR={ROOT}",
-                            "PY=/usr/bin/python3", timeout=300)
-    dropin = ROOT / "etc/systemd/system" / f"{UNIT}.service.d"
-    dropin.mkdir(parents=True, exist_ok=True)
-    (dropin / "test.conf").write_text(
-        "# written by tests/test_systemd_unit.py: the test Asterisk and database\n"
-        "[Service]\n"
-        f"WatchdogSec={WATCHDOG_SEC}\n"
-        f"Environment=KEYPRESS_ARI__URL={asterisk.base_url}\n"
-        f"Environment=KEYPRESS_ARI__USER={asterisk.ari_user}\n"
-        f"Environment=KEYPRESS_ARI__PASSWORD={asterisk.ari_password}\n"
-        f"Environment=KEYPRESS_DATABASE__DSN={pg_dsn}\n")
-    # A fresh state: no journal or state left by an earlier run.
-    shutil.rmtree(ROOT / "var/lib/keypress-ari", ignore_errors=True)
-    shutil.rmtree(ROOT / "var/log/journal", ignore_errors=True)
-    console = tmp_path / "console.log"
-    with console.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited)
-            ["systemd-nspawn", "--boot", "-D", str(ROOT), "--register=no", "--keep-unit",
-             "--machine", "kpsd-test"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
-    m = Machine(proc, console)
-    try:
-        def leader() -> int:
-            assert proc.poll() is None, console.read_text(errors="replace")[-3000:]
-            kids = sh("pgrep", "-P", str(proc.pid), check=False).split()
-            return int(kids[0]) if kids else 0
-        m.leader = await until(leader, 20, "the container's PID 1")
-        t0 = time.monotonic()
-
-        def booted() -> bool:
-            state = m.run("systemctl", "is-system-running", check=False).strip()
-            return state in ("running", "degraded")
-        await until(booted, 60, "the container's boot")
-        FIGURES["boot_s"] = time.monotonic() - t0
-        yield m
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # nspawn: an orderly poweroff of the container
-            try:
-                await asyncio.to_thread(proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                await asyncio.to_thread(proc.wait, 10)
-        print(f"\nsystemd figures: {FIGURES}\nconsole tail:\n"
-              + console.read_text(errors="replace")[-1500:])
 
 
 async def test_the_unit_under_systemd(machine: Machine, test_caller: Any) -> None:
@@ -186,15 +81,8 @@ async def test_the_unit_under_systemd(machine: Machine, test_caller: Any) -> Non
     call = await test_caller.place_call("999")  # not in the catalog: refused
 
     def call_line() -> dict[str, Any] | None:
-        for entry in m.journal():
-            try:
-                line = json.loads(entry.get("MESSAGE", ""))
-            except (TypeError, ValueError):
-                continue
-            if isinstance(line, dict) and line.get("channel_id") == call.remote_id \
-                    and line.get("call_id"):
-                return line
-        return None
+        return next((line for line in m.log_lines() if line.get("channel_id") == call.remote_id
+                     and line.get("call_id")), None)
     line = await until(call_line, 15, "a journal line with the call's call_id")
     assert line["event"] == "unknown number; hanging up", line
 
@@ -224,3 +112,195 @@ async def test_the_unit_under_systemd(machine: Machine, test_caller: Any) -> Non
     messages = [e.get("MESSAGE", "") for e in m.journal()]
     denied = [t for t in messages if "Permission denied" in t or "Read-only file" in t]
     assert not denied, denied
+
+
+NUMBER = "18005550800"
+CATALOG = f"""
+flow_groups:
+  - name: agent
+    flows:
+      - {{key: "2", extra_tokens: {{before_restart: "yes"}}}}
+      - {{key: "3", extra_tokens: {{after_restart: "yes"}}}}
+      - {{key: "4", extra_tokens: {{before_stop: "yes"}}}}
+      - {{key: "5", extra_tokens: {{while_stopped: "yes"}}}}
+routers:
+  - {{name: live, request_key_press: false, buyers: [acme]}}
+buyers:
+  - {{name: acme, endpoint: "Local/acme@keypress-test-buyers/n",
+     forwards_to_external_agent: true, flow_group: agent}}
+numbers:
+  - {{number: "{NUMBER}", router: live}}
+"""
+
+
+class LiveCall:
+    """A call the daemon in the container bridged to the test buyer ``acme``, seen from the
+    test: its two phones, the daemon's legs and bridge, its call log in PostgreSQL."""
+
+    def __init__(self, db: asyncpg.Pool, caller: TestCaller, call: PlacedCall,
+                 phone: BuyerPhone, row: asyncpg.Record) -> None:
+        self.db, self.caller, self.call, self.phone = db, caller, call, phone
+        self.id: str = row["id"]
+        self.leg: str = row["leg"]  # the daemon's buyer leg (the ;1 of the buyer's pair)
+        self.bridge: str = row["bridge"]
+
+    async def rows(self) -> list[dict[str, Any]]:
+        """The call's numbered call log rows in PostgreSQL, ``tokens`` from their detail."""
+        return [{**r, "tokens": json.loads(r["tokens"] or "{}")} for r in await self.db.fetch(
+            "SELECT seq, kind, flow, at, detail->'tokens' AS tokens FROM call_events "
+            "WHERE call_id = $1::uuid AND seq IS NOT NULL ORDER BY seq", self.id)]
+
+    async def row(self, kind: str, timeout: float, what: str, n: int = 1,
+                  token: str | None = None) -> dict[str, Any]:
+        """The ``n``-th row of ``kind`` (setting ``token``, if given), once it is written."""
+        async def written() -> dict[str, Any] | None:
+            found = [r for r in await self.rows()
+                     if r["kind"] == kind and (token is None or token in r["tokens"])]
+            return found[n - 1] if len(found) >= n else None
+        row: dict[str, Any] = await until(written, timeout, what)
+        return row
+
+    async def press(self, digit: str) -> None:
+        """The buyer presses ``digit``; returns once the daemon's leg received it."""
+        since = self.caller.mark()
+        await self.phone.press(digit)
+        await self.caller.wait_event(ChannelDtmfReceived, self.leg, since=since, digit=digit)
+
+    async def assert_up_in_stasis(self) -> None:
+        """Both legs Up, in Stasis(keypress), still in the call's bridge; neither phone saw
+        its call end."""
+        client = self.caller.client
+        for channel_id in (self.call.remote_id, self.leg):
+            channel = await client.get_channel(channel_id)
+            assert channel.state == "Up", channel
+            assert channel.dialplan is not None and channel.dialplan.app_name == "Stasis", channel
+            assert (channel.dialplan.app_data or "").startswith("keypress"), channel
+        assert {self.call.remote_id, self.leg} <= set((await client.get_bridge(self.bridge))
+                                                      .channels)
+        ended = [e for e in self.caller.events
+                 if isinstance(e, StasisEnd | ChannelDestroyed)
+                 and e.channel.id in (self.call.local_id, self.phone.channel_id)]
+        assert not ended, ended
+
+    async def assert_gapless(self) -> list[str]:
+        rows = await self.rows()
+        seqs = [r["seq"] for r in rows]
+        assert seqs == list(range(1, len(seqs) + 1)), seqs  # no gap, no duplicate
+        return [r["kind"] for r in rows]
+
+
+async def bridged_call(db: asyncpg.Pool, test_caller: TestCaller) -> LiveCall:
+    call = await test_caller.place_call(NUMBER, wait_answer=False)
+    phone = await TestBuyers.of(test_caller).next_leg("acme")
+    await phone.answer()
+    await test_caller.wait_event(StasisStart, call.local_id)
+    row = await until(lambda: db.fetchrow(
+        "SELECT id::text AS id, state->>'buyer_channel' AS leg, state->>'bridge_id' AS bridge "
+        "FROM calls WHERE channel_id = $1 AND stage = 'bridged' "
+        "AND state->>'stage' = 'bridged'", call.remote_id), 10, "the call is bridged")
+    # The test's app subscribes to the daemon's buyer leg too: it sees the DTMF arrive there.
+    await test_caller.client._request(
+        "POST", f"/applications/{test_caller.app}/subscription",
+        params={"eventSource": f"channel:{row['leg']}"})
+    return LiveCall(db, test_caller, call, phone, row)
+
+
+def seconds(value: str) -> float:
+    """A systemd time span as ``systemctl show`` prints it (``20s``, ``1min 30s``)."""
+    units = {"min": 60.0, "ms": 0.001, "s": 1.0}
+    total = 0.0
+    for part in value.split():
+        unit = next(u for u in units if part.endswith(u))
+        total += float(part.removesuffix(unit)) * units[unit]
+    return total
+
+
+async def test_upgrade_restart_and_stop_with_a_call_up(
+        machine: Machine, db: asyncpg.Pool, test_caller: TestCaller) -> None:
+    """docs/upgrading.md, "The procedure, with calls up", through the installed unit."""
+    m = machine
+    async with db.acquire() as conn:  # as `keypress-ari flows import` does, before the start
+        await import_catalog(conn, load_catalog_yaml(CATALOG, "upgrade.yaml"))
+    try:
+        await m.arun("systemctl", "start", UNIT, timeout=90)
+        first = m.show("MainPID", "StatusText")
+        assert first["StatusText"] == "taking calls: app keypress, 1 numbers", first
+        live = await bridged_call(db, test_caller)
+        await live.press("2")
+        await live.row("tokens_set", 10, "the press before the restart", token="before_restart")
+
+        # systemctl restart: the old daemon drains and exits, the new one adopts the call.
+        t_wall, t0 = datetime.now(UTC), time.monotonic()
+        await m.arun("systemctl", "restart", UNIT, timeout=90)
+        FIGURES["restart_returns_s"] = time.monotonic() - t0
+        adopted = await live.row("adopted", 15, "the new daemon adopted the call")
+        FIGURES["restart_to_adopted_s"] = (adopted["at"] - t_wall).total_seconds()
+        second = m.show("MainPID", "ActiveState", "Result")
+        assert second["MainPID"] not in ("0", first["MainPID"]), second
+        assert second["ActiveState"] == "active", second
+
+        def adopted_by_the_new_pid() -> dict[str, Any] | None:
+            return next((line for line in m.log_lines(second["MainPID"])
+                         if line.get("event") == "adopted calls left by a previous run"), None)
+        line = await until(adopted_by_the_new_pid, 10, "the new daemon's 'adopted' log line")
+        assert line["calls"] == 1, line
+        await live.assert_up_in_stasis()
+        await live.press("3")
+        press = await live.row("key_press", 10, "the press after the restart", n=2)
+        after = await live.row("tokens_set", 10, "its flow ran", token="after_restart")
+        assert adopted["seq"] < press["seq"] < after["seq"], (adopted, press, after)
+        kinds = await live.assert_gapless()
+        assert kinds.count("adopted") == 1 and kinds.index("bridged") < kinds.index("adopted")
+
+        # systemctl stop with the call up, right after a press reached the daemon: a clean
+        # exit within TimeoutStopSec, every row written, the call left up for the next one.
+        await live.press("4")
+        t0 = time.monotonic()
+        await m.arun("systemctl", "stop", UNIT, timeout=60)
+        FIGURES["stop_with_a_call_up_s"] = stop_s = time.monotonic() - t0
+        done = m.show("ActiveState", "Result", "ExecMainStatus", "ExecMainCode",
+                      "TimeoutStopUSec")
+        assert done["ActiveState"] == "inactive" and done["Result"] == "success", done
+        assert done["ExecMainStatus"] == "0", done
+        assert stop_s < seconds(done["TimeoutStopUSec"]), (stop_s, done)
+        rows = await live.rows()  # read at once: the stopped daemon wrote them before exiting
+        stopping = [r for r in rows if r["kind"] == "tokens_set" and "before_stop" in r["tokens"]]
+        assert stopping and rows[-1]["seq"] == stopping[0]["seq"], [r["kind"] for r in rows]
+        await live.assert_gapless()
+        open_row = await db.fetchrow("SELECT stage, ended_at, state->>'stage' AS st FROM calls"
+                                     " WHERE id = $1::uuid", live.id)
+        assert (open_row["stage"], open_row["st"], open_row["ended_at"]) == \
+            ("bridged", "bridged", None), open_row
+        messages = [line.get("event") for line in m.log_lines(second["MainPID"])]
+        assert "daemon stopped" in messages and \
+            "call log not fully written at stop" not in messages, messages
+        await live.assert_up_in_stasis()
+        app = await test_caller.client.get_application("keypress")  # no websocket on it
+        assert {live.call.remote_id, live.leg} <= set(app["channel_ids"]), app
+        assert live.bridge in app["bridge_ids"], app
+        # A call that arrives now: Stasis() fails at once and the dialplan goes on (Hangup).
+        since = test_caller.mark()
+        late = await test_caller.place_call(NUMBER, wait_answer=False)
+        await test_caller.wait_event(ChannelVarset, late.remote_id, since=since, timeout=5,
+                                     variable="STASISSTATUS", value="FAILED")  # after a ""
+        await test_caller.wait_event(ChannelDestroyed, late.remote_id, since=since, timeout=5)
+        await live.press("5")  # nobody hears it: Asterisk keeps no events for a lost app
+
+        # The next daemon takes the call back; the caller hangs up, it ends the call.
+        await m.arun("systemctl", "start", UNIT, timeout=90)
+        await live.row("adopted", 15, "the next daemon adopted the call", n=2)
+        await live.assert_up_in_stasis()
+        await live.call.hangup()
+        await live.phone.wait_hangup(10)  # the daemon hung the buyer up
+        await live.row("call_ended", 10, "the call is closed")
+        await m.arun("systemctl", "stop", UNIT, timeout=60)
+    finally:
+        m.run("systemctl", "stop", UNIT, timeout=60, check=False)
+    kinds = await live.assert_gapless()
+    assert kinds.count("adopted") == 2 and kinds[-1] == "call_ended", kinds
+    assert kinds.count("key_press") == 3, kinds  # not the one pressed while stopped
+    row = await db.fetchrow("SELECT ended_by, tokens FROM calls WHERE id = $1::uuid", live.id)
+    assert row["ended_by"] == "caller", row
+    assert {"before_restart", "after_restart", "before_stop"} <= set(json.loads(row["tokens"]))
+    assert "while_stopped" not in json.loads(row["tokens"]), row
+    print(f"\ncall log of the upgraded call: {kinds}")

@@ -46,6 +46,11 @@ def fetched(db: asyncpg.Pool, sql: str, *args: Any) -> Callable[[], Awaitable[An
     return lambda: db.fetchval(sql, *args)
 
 
+def closed(db: asyncpg.Pool, call_id: str) -> Callable[[], Awaitable[Any]]:
+    """A condition for ``until``: the call's row is closed."""
+    return fetched(db, "SELECT ended_at IS NOT NULL FROM calls WHERE id = $1::uuid", call_id)
+
+
 async def bridged_call(db: asyncpg.Pool, test_caller: Any) -> tuple[Any, Any, str]:
     buyers = TestBuyers(test_caller)
     call = await test_caller.place_call("600", wait_answer=False)
@@ -58,20 +63,32 @@ async def bridged_call(db: asyncpg.Pool, test_caller: Any) -> tuple[Any, Any, st
     return call, phone, call_id
 
 
-async def test_a_restarted_daemon_adopts_a_bridged_call(
-        asterisk: Any, pg_dsn: str, db: asyncpg.Pool, test_caller: Any, tmp_path: Path) -> None:
+async def a_call_a_stopped_daemon_left(
+        asterisk: Any, pg_dsn: str, db: asyncpg.Pool, test_caller: Any, tmp_path: Path,
+        how: signal.Signals) -> tuple[dict[str, str], Path, Any, Any, str]:
+    """The catalog, a daemon, a bridged call, then the daemon ended by ``how`` (waited for):
+    the environment and log for the next daemon, the caller, the buyer phone, the call id."""
     async with db.acquire() as conn:
         await import_catalog(conn, load_catalog_yaml(CATALOG.format(port=free_port()), "t"))
     env, log = daemon_env(asterisk, pg_dsn, tmp_path / "state"), tmp_path / "daemon.log"
     first = await spawn_daemon(env, log, test_caller.client)
     try:
         call, phone, call_id = await bridged_call(db, test_caller)
-        first.send_signal(signal.SIGKILL)
-        await first.wait()
+        first.send_signal(how)
+        await asyncio.wait_for(first.wait(), 15)
     finally:
         if first.returncode is None:
             first.kill()
             await first.wait()
+    if how == signal.SIGTERM:
+        assert first.returncode == 0
+    return env, log, call, phone, call_id
+
+
+async def test_a_restarted_daemon_adopts_a_bridged_call(
+        asterisk: Any, pg_dsn: str, db: asyncpg.Pool, test_caller: Any, tmp_path: Path) -> None:
+    env, log, call, phone, call_id = await a_call_a_stopped_daemon_left(
+        asterisk, pg_dsn, db, test_caller, tmp_path, signal.SIGKILL)
     second = await spawn_daemon(env, log, test_caller.client)
     try:
         await until(fetched(db, "SELECT 1 FROM call_events WHERE call_id = $1::uuid "
@@ -80,8 +97,7 @@ async def test_a_restarted_daemon_adopts_a_bridged_call(
         await phone.press("1")
         await call.wait_hangup(10)
         await phone.wait_hangup(10)
-        await until(fetched(db, "SELECT ended_at IS NOT NULL FROM calls WHERE id = $1::uuid",
-                            call_id), 10, "the call is closed")
+        await until(closed(db, call_id), 10, "the call is closed")
     finally:
         second.send_signal(signal.SIGTERM)
         await asyncio.wait_for(second.wait(), 15)
@@ -149,3 +165,30 @@ async def test_resync_destroys_bridges_a_stopped_run_left(test_caller: Any,
     finally:
         for bridge in await client.list_bridges():
             await client.destroy_bridge(bridge.id)
+
+
+async def test_a_caller_who_hangs_up_while_no_daemon_runs_is_closed_by_the_next(
+        asterisk: Any, pg_dsn: str, db: asyncpg.Pool, test_caller: Any, tmp_path: Path) -> None:
+    """Between two daemons (an upgrade's restart) the caller hangs up: nobody sees it. The
+    next daemon adopts the call, finds the caller's channel gone, closes the call and hangs
+    up the buyer, who would otherwise sit in the bridge alone."""
+    env, log, call, phone, call_id = await a_call_a_stopped_daemon_left(
+        asterisk, pg_dsn, db, test_caller, tmp_path, signal.SIGTERM)
+    await call.hangup()
+    await call.wait_hangup(10)
+    assert await db.fetchval("SELECT ended_at FROM calls WHERE id = $1::uuid", call_id) is None
+    second = await spawn_daemon(env, log, test_caller.client)
+    try:
+        await phone.wait_hangup(10)  # the buyer is not left alone in the bridge
+        await until(closed(db, call_id), 10, "the next daemon closed the call")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 15)
+    rows = await db.fetch("SELECT seq, kind, detail FROM call_events WHERE call_id = $1::uuid "
+                          "AND seq IS NOT NULL ORDER BY seq", call_id)
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    kinds = [r["kind"] for r in rows]
+    assert kinds.index("adopted") < kinds.index("call_ended") == len(kinds) - 1, kinds
+    row = await db.fetchrow("SELECT ended_by FROM calls WHERE id = $1::uuid", call_id)
+    assert row["ended_by"] == "caller", dict(row)
+    assert second.returncode == 0

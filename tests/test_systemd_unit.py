@@ -199,9 +199,7 @@ async def bridged_call(db: asyncpg.Pool, test_caller: TestCaller) -> LiveCall:
         "FROM calls WHERE channel_id = $1 AND stage = 'bridged' "
         "AND state->>'stage' = 'bridged'", call.remote_id), 10, "the call is bridged")
     # The test's app subscribes to the daemon's buyer leg too: it sees the DTMF arrive there.
-    await test_caller.client._request(
-        "POST", f"/applications/{test_caller.app}/subscription",
-        params={"eventSource": f"channel:{row['leg']}"})
+    await test_caller.client.subscribe(test_caller.app, f"channel:{row['leg']}")
     return LiveCall(db, test_caller, call, phone, row)
 
 

@@ -158,6 +158,12 @@ class AriClient:
         body = await self._request("GET", f"/applications/{_q(name)}")
         return dict(body) if isinstance(body, dict) else {}
 
+    async def subscribe(self, application: str, event_source: str) -> None:
+        """Subscribe ``application`` to an event source (``channel:ID``, ``bridge:ID``, ...):
+        its websocket then receives that object's events too."""
+        await self._request("POST", f"/applications/{_q(application)}/subscription",
+                            params={"eventSource": event_source})
+
     async def claim(self, channel_id: str, application: str) -> None:
         """Claim a channel ``StasisBroadcast()`` offered (``CallBroadcast``): AriConflict when
         another app won it, AriNotFound when the offer is over (claimed or timed out)."""

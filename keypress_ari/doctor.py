@@ -40,6 +40,7 @@ class Facts:
 
     ari_url: str
     app: str
+    server: str = ""                       # set when the daemon has several Asterisk servers
     ari_status: int | None = None          # HTTP status of GET /asterisk/info
     ari_error: str = ""
     asterisk_version: str = ""
@@ -103,7 +104,30 @@ def _uses(catalog: Catalog | None, mode: str) -> bool:
     return catalog is not None and any(mode in g.modes for g in catalog.flow_groups)
 
 
-def checks(f: Facts) -> list[Check]:
+def checks(f: Facts, others: tuple[Facts, ...] = ()) -> list[Check]:
+    """Every check: those of each Asterisk server (``f`` the first, ``others`` the rest of
+    ``[[asterisk]]``, each named after its server), then the dialplan (over the one [ami]),
+    PostgreSQL and the catalog, once."""
+    out = server_checks(f)
+    for other in others:
+        out.extend(server_checks(other))
+    out.extend(_dialplan(f))
+    out.append(_database(f))
+    if f.db_skew is not None:
+        out.append(_skew("clock vs PostgreSQL", f.db_skew))
+    out.extend(_catalog(f))
+    return out
+
+
+def server_checks(f: Facts) -> list[Check]:
+    """The checks of one Asterisk server; their names carry ``f.server`` when it is set."""
+    out = _asterisk(f)
+    if not f.server:
+        return out
+    return [Check(f"{c.name} [{f.server}]", c.status, c.detail, c.fix) for c in out]
+
+
+def _asterisk(f: Facts) -> list[Check]:
     out = [_ari(f), _bind(f)]
     if f.ari_status == 200:
         out.append(_modules(f, STASIS_MODULES, "Stasis mode"))
@@ -124,11 +148,6 @@ def checks(f: Facts) -> list[Check]:
                              "systemctl start keypress-ari"))
         if f.asterisk_skew is not None:
             out.append(_skew("clock vs Asterisk", f.asterisk_skew))
-    out.extend(_dialplan(f))
-    out.append(_database(f))
-    if f.db_skew is not None:
-        out.append(_skew("clock vs PostgreSQL", f.db_skew))
-    out.extend(_catalog(f))
     return out
 
 

@@ -12,7 +12,7 @@ import aiohttp
 import asyncpg
 
 from keypress_ari.ari.auth import basic_auth_header
-from keypress_ari.config import Settings
+from keypress_ari.config import AriSettings, Settings, extra_servers
 from keypress_ari.doctor import Check, Facts, checks
 from keypress_ari.flows.errors import CatalogError
 from keypress_ari.store import catalog as catalog_store
@@ -91,23 +91,38 @@ async def _dialplan(facts: Facts, settings: Settings) -> None:
         await asyncio.wait([task], timeout=TIMEOUT)
 
 
-async def gather(settings: Settings) -> Facts:
-    ari = settings.ari
+async def gather(settings: Settings) -> tuple[Facts, tuple[Facts, ...]]:
+    """The facts of the first Asterisk server (with PostgreSQL's and the dialplan's), and
+    those of every other ``[[asterisk]]`` server. A config error (two servers with one name
+    or URL) is raised as ``ConfigError``, as ``run`` would."""
+    extra = extra_servers(settings)
+    ari: AriSettings | None = settings.ari
+    first_name = "default"
+    if ari is None and settings.asterisk:
+        ari, first_name = settings.asterisk[0], settings.asterisk[0].name
+    named = bool(extra)
     facts = Facts(ari_url=ari.url if ari else "(no [ari] section)",
                   app=ari.app if ari else "keypress", agi_enabled=settings.agi.enabled,
-                  ami_enabled=settings.ami.enabled)
+                  ami_enabled=settings.ami.enabled, server=first_name if named else "")
     work = [_database(facts, settings.database.dsn.get_secret_value())]
     if ari is not None:
         work.append(_ari(facts, ari.url, ari.user, ari.password.get_secret_value()))
     else:
         facts.ari_error = "no [ari] section (or KEYPRESS_ARI__USER/PASSWORD)"
+    others = tuple(Facts(ari_url=e.url, app=e.app, agi_enabled=settings.agi.enabled,
+                         ami_enabled=settings.ami.enabled, server=e.name) for e in extra)
+    for entry, other in zip(extra, others, strict=True):
+        work.append(_ari(other, entry.url, entry.user, entry.password.get_secret_value()))
     facts.handover_context = settings.ami.handover_context
     if settings.ami.secret.get_secret_value():
         work.append(_dialplan(facts, settings))
     await asyncio.gather(*work)
-    return facts
+    for other in others:  # which modes the catalog uses decides some servers' checks
+        other.catalog = facts.catalog
+    return facts, others
 
 
 async def examine(settings: Settings) -> list[Check]:
     """Gather the facts and judge them."""
-    return checks(await gather(settings))
+    first, others = await gather(settings)
+    return checks(first, others)

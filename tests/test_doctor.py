@@ -73,6 +73,17 @@ def test_missing_modules_and_native_rtp_for_ami() -> None:
     assert "WARN http.conf bind: ARI reached on 10.0.0.5" in render(checks(f))
 
 
+def test_each_server_is_checked_under_its_name() -> None:
+    first, second = healthy(), healthy()
+    first.server, second.server = "a", "b"
+    second.ari_url, second.ari_status = "http://127.0.0.1:18089/ari", 401
+    text = render(checks(first, (second,)))
+    assert "OK   ARI [a]: http://127.0.0.1:8088/ari answered" in text
+    assert "FAIL ARI [b]: http://127.0.0.1:18089/ari refused the user (401)" in text
+    assert "modules (Stasis mode) [b]" not in text  # not listed: ARI refused the user
+    assert text.count("PostgreSQL: reachable") == 1 and text.count("dialplan:") == 1
+
+
 @pytest.mark.asterisk
 @pytest.mark.pg
 async def test_against_the_test_asterisk_right_then_wrong(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from keypress_ari.config import AsteriskEntry, Settings
 from keypress_ari.daemon import Daemon
@@ -142,3 +143,27 @@ async def test_losing_one_server_leaves_the_others_calls_alone(
         assert ready["servers"]["b"]["ready"] is True and ready["ready"] is True
     finally:
         await kp.daemon.stop()
+
+
+async def test_doctor_checks_every_server(asterisk: Any, second_asterisk: list[AsteriskServer],
+                                          pg_dsn: str, tmp_path: Path) -> None:
+    """``keypress-ari doctor`` with ``[[asterisk]]``: the ARI checks run for each server,
+    named after it; a wrong second server fails the doctor, the first still passes."""
+    from keypress_ari.doctor import failed, render
+    from keypress_ari.doctor_probe import examine
+
+    settings = two_server_settings(asterisk, second_asterisk[0], pg_dsn, tmp_path)
+    results = await examine(settings)
+    text = render(results)
+    assert not failed(results), text
+    for server in ("default", "b"):
+        assert f"OK   ARI [{server}]: " in text and f"modules (Stasis mode) [{server}]" in text
+    assert "WARN Stasis app [b]: keypress not registered" in text  # no daemon runs here
+    assert text.count("PostgreSQL: reachable") == 1  # the shared checks run once
+
+    b = settings.asterisk[0].model_copy(update={"password": SecretStr("wrong-password")})
+    results = await examine(settings.model_copy(update={"asterisk": [b]}))
+    text = render(results)
+    assert failed(results)
+    assert "FAIL ARI [b]: " in text and "refused the user (401)" in text
+    assert "OK   ARI [default]: " in text

@@ -84,6 +84,8 @@ async def test_each_servers_calls_stay_on_it_and_are_adopted_after_a_restart(
         _, phone_a, id_a = await bridged(kp, test_caller)
         call_b, phone_b, id_b = await bridged(kp, other_caller)
 
+        assert kp.daemon.calllog is not None
+        assert await kp.daemon.calllog.flush(10)  # the rows written, not only queued
         owners = {r["id"]: r["owner"] for r in await db.fetch(
             "SELECT id::text AS id, state->>'owner' AS owner FROM calls")}
         assert owners == {id_a: f"keypress@127.0.0.1:{asterisk.http_port}",

@@ -6,9 +6,10 @@ written before the process exits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,12 @@ import pytest
 from keypress_ari.ari.events import StasisStart
 from keypress_ari.flows.yamlio import load_catalog_yaml
 from keypress_ari.store.catalog import import_catalog
-from tests.support.buyers import TestBuyers
+from tests.support.buyers import TestBuyers, agent_route
 from tests.support.process import daemon_env, free_port, spawn_daemon, until
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.pg]
 
-CATALOG = """
+FLOWS = """
 flow_groups:
   - name: agent
     flows:
@@ -31,14 +32,12 @@ flow_groups:
         disposition: sale
         actions:
           - webhook: {{url: "http://127.0.0.1:{port}/hook", body: {{d: "{{{{disposition}}}}"}}}}
-routers:
-  - {{name: live, request_key_press: false, buyers: [acme]}}
-buyers:
-  - {{name: acme, endpoint: "Local/acme@keypress-test-buyers/n",
-     forwards_to_external_agent: true, flow_group: agent}}
-numbers:
-  - {{number: "600", router: live}}
 """
+
+
+def catalog() -> str:
+    """The flows (a webhook to a port nobody listens on) and the usual route for 600."""
+    return FLOWS.format(port=free_port()) + agent_route("600")
 
 
 def fetched(db: asyncpg.Pool, sql: str, *args: Any) -> Callable[[], Awaitable[Any]]:
@@ -49,6 +48,18 @@ def fetched(db: asyncpg.Pool, sql: str, *args: Any) -> Callable[[], Awaitable[An
 def closed(db: asyncpg.Pool, call_id: str) -> Callable[[], Awaitable[Any]]:
     """A condition for ``until``: the call's row is closed."""
     return fetched(db, "SELECT ended_at IS NOT NULL FROM calls WHERE id = $1::uuid", call_id)
+
+
+@contextlib.asynccontextmanager
+async def terminated_at_exit(env: dict[str, str], log: Path, test_caller: Any
+                             ) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A daemon for the block; SIGTERM at its end, waited for (its returncode is then set)."""
+    proc = await spawn_daemon(env, log, test_caller.client)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 15)
 
 
 async def bridged_call(db: asyncpg.Pool, test_caller: Any) -> tuple[Any, Any, str]:
@@ -69,7 +80,7 @@ async def a_call_a_stopped_daemon_left(
     """The catalog, a daemon, a bridged call, then the daemon ended by ``how`` (waited for):
     the environment and log for the next daemon, the caller, the buyer phone, the call id."""
     async with db.acquire() as conn:
-        await import_catalog(conn, load_catalog_yaml(CATALOG.format(port=free_port()), "t"))
+        await import_catalog(conn, load_catalog_yaml(catalog(), "t"))
     env, log = daemon_env(asterisk, pg_dsn, tmp_path / "state"), tmp_path / "daemon.log"
     first = await spawn_daemon(env, log, test_caller.client)
     try:
@@ -89,8 +100,7 @@ async def test_a_restarted_daemon_adopts_a_bridged_call(
         asterisk: Any, pg_dsn: str, db: asyncpg.Pool, test_caller: Any, tmp_path: Path) -> None:
     env, log, call, phone, call_id = await a_call_a_stopped_daemon_left(
         asterisk, pg_dsn, db, test_caller, tmp_path, signal.SIGKILL)
-    second = await spawn_daemon(env, log, test_caller.client)
-    try:
+    async with terminated_at_exit(env, log, test_caller) as second:
         await until(fetched(db, "SELECT 1 FROM call_events WHERE call_id = $1::uuid "
                                 "AND kind = 'adopted'", call_id),
                     10, "the restarted daemon adopted the call")
@@ -98,9 +108,6 @@ async def test_a_restarted_daemon_adopts_a_bridged_call(
         await call.wait_hangup(10)
         await phone.wait_hangup(10)
         await until(closed(db, call_id), 10, "the call is closed")
-    finally:
-        second.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(second.wait(), 15)
     rows = await db.fetch("SELECT seq, kind, leg, flow, detail FROM call_events "
                           "WHERE call_id = $1::uuid AND seq IS NOT NULL ORDER BY seq", call_id)
     seqs = [r["seq"] for r in rows]
@@ -118,7 +125,7 @@ async def test_a_restarted_daemon_adopts_a_bridged_call(
 async def test_sigterm_flushes_the_log_and_keeps_the_webhook(
         asterisk: Any, pg_dsn: str, db: asyncpg.Pool, test_caller: Any, tmp_path: Path) -> None:
     async with db.acquire() as conn:  # the receiver is down: the webhook stays pending
-        await import_catalog(conn, load_catalog_yaml(CATALOG.format(port=free_port()), "t"))
+        await import_catalog(conn, load_catalog_yaml(catalog(), "t"))
     env, log = daemon_env(asterisk, pg_dsn, tmp_path / "state"), tmp_path / "daemon.log"
     daemon = await spawn_daemon(env, log, test_caller.client)
     try:
@@ -177,13 +184,9 @@ async def test_a_caller_who_hangs_up_while_no_daemon_runs_is_closed_by_the_next(
     await call.hangup()
     await call.wait_hangup(10)
     assert await db.fetchval("SELECT ended_at FROM calls WHERE id = $1::uuid", call_id) is None
-    second = await spawn_daemon(env, log, test_caller.client)
-    try:
+    async with terminated_at_exit(env, log, test_caller) as second:
         await phone.wait_hangup(10)  # the buyer is not left alone in the bridge
         await until(closed(db, call_id), 10, "the next daemon closed the call")
-    finally:
-        second.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(second.wait(), 15)
     rows = await db.fetch("SELECT seq, kind, detail FROM call_events WHERE call_id = $1::uuid "
                           "AND seq IS NOT NULL ORDER BY seq", call_id)
     assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))

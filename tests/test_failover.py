@@ -16,25 +16,18 @@ import pytest
 
 from keypress_ari.flows.yamlio import load_catalog_yaml
 from keypress_ari.store.catalog import import_catalog
-from tests.support.buyers import TestBuyers
+from tests.support.buyers import TestBuyers, agent_route
 from tests.support.process import daemon_env, spawn_daemon, until
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.pg]
 
 NUMBER = "18005550703"
-CATALOG = f"""
+CATALOG = """
 flow_groups:
   - name: agent
     flows:
-      - {{key: "1", disposition: sale}}
-routers:
-  - {{name: live, request_key_press: false, buyers: [acme]}}
-buyers:
-  - {{name: acme, endpoint: "Local/acme@keypress-test-buyers/n",
-     forwards_to_external_agent: true, flow_group: agent}}
-numbers:
-  - {{number: "{NUMBER}", router: live}}
-"""
+      - {key: "1", disposition: sale}
+""" + agent_route(NUMBER)
 
 
 def node_env(asterisk: Any, pg_dsn: str, tmp_path: Path, node: str) -> dict[str, str]:

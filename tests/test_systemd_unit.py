@@ -35,7 +35,7 @@ from keypress_ari.ari.events import (
 )
 from keypress_ari.flows.yamlio import load_catalog_yaml
 from keypress_ari.store.catalog import import_catalog
-from tests.support.buyers import BuyerPhone, TestBuyers
+from tests.support.buyers import BuyerPhone, TestBuyers, agent_route
 from tests.support.caller import PlacedCall, TestCaller
 from tests.support.systemd_machine import FIGURES, UNIT, WATCHDOG_SEC, Machine, until
 from tests.support.systemd_machine import machine as machine  # the module's booted container
@@ -115,22 +115,15 @@ async def test_the_unit_under_systemd(machine: Machine, test_caller: Any) -> Non
 
 
 NUMBER = "18005550800"
-CATALOG = f"""
+CATALOG = """
 flow_groups:
   - name: agent
     flows:
-      - {{key: "2", extra_tokens: {{before_restart: "yes"}}}}
-      - {{key: "3", extra_tokens: {{after_restart: "yes"}}}}
-      - {{key: "4", extra_tokens: {{before_stop: "yes"}}}}
-      - {{key: "5", extra_tokens: {{while_stopped: "yes"}}}}
-routers:
-  - {{name: live, request_key_press: false, buyers: [acme]}}
-buyers:
-  - {{name: acme, endpoint: "Local/acme@keypress-test-buyers/n",
-     forwards_to_external_agent: true, flow_group: agent}}
-numbers:
-  - {{number: "{NUMBER}", router: live}}
-"""
+      - {key: "2", extra_tokens: {before_restart: "yes"}}
+      - {key: "3", extra_tokens: {after_restart: "yes"}}
+      - {key: "4", extra_tokens: {before_stop: "yes"}}
+      - {key: "5", extra_tokens: {while_stopped: "yes"}}
+""" + agent_route(NUMBER)
 
 
 class LiveCall:

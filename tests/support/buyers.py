@@ -71,6 +71,21 @@ def buyer_endpoint(name: str) -> str:
     return f"Local/{name}@{BUYERS_CONTEXT}/n"
 
 
+
+def agent_route(number: str, group: str = "agent") -> str:
+    """Catalog YAML for the usual test route: ``number`` to router ``live`` (no key press),
+    which dials buyer ``acme`` (the test buyers' Local endpoint), an external agent whose
+    presses run flow group ``group``. Append it to a ``flow_groups:`` block."""
+    return (
+        "routers:\n"
+        "  - {name: live, request_key_press: false, buyers: [acme]}\n"
+        "buyers:\n"
+        '  - {name: acme, endpoint: "Local/acme@keypress-test-buyers/n",\n'
+        f"     forwards_to_external_agent: true, flow_group: {group}}}\n"
+        "numbers:\n"
+        f'  - {{number: "{number}", router: live}}\n'
+    )
+
 @dataclass
 class BuyerPhone:
     """The buyer's far end (the ``;2`` half of the buyer Local pair) in kp-test."""

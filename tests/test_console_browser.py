@@ -30,7 +30,7 @@ async def test_log_in_watch_a_call_hang_it_up_read_its_timeline(
     await browser.open("/console/")  # no session: the login page
     await browser.wait(ec.presence_of_element_located((By.ID, "token")))
     await browser.fill("token", "not-the-token")
-    await browser.click("main button[type=submit]")
+    await browser.submit("main button[type=submit]")
     error = await browser.wait(ec.presence_of_element_located((By.ID, "login-error")))
     assert "not the admin token" in await browser.run(lambda d: error.text)
     await browser.shot("login-refused")
@@ -48,7 +48,7 @@ async def test_log_in_watch_a_call_hang_it_up_read_its_timeline(
         (By.CSS_SELECTOR, f"#call-{call_id} [data-f=last_key]"), "3 (caller)"))
     assert "18005550601" in await browser.run(lambda d: row.text)
     await browser.shot("live-calls")
-    await browser.click(f"#call-{call_id} .act-hangup")  # hang up, from the page
+    await browser.submit(f"#call-{call_id} .act-hangup")  # hang up, from the page
     operator = await kp.watch.event(call_id, "operator_action", action="hangup")
     assert operator.detail["by"] == "console"
     await call.wait_hangup(10)
@@ -61,11 +61,11 @@ async def test_log_in_watch_a_call_hang_it_up_read_its_timeline(
     text = await browser.run(lambda d: timeline.text)
     assert "key_press" in text and "no_match" in text and "operator_action" in text
     await browser.shot("call-timeline")
-    await browser.click("#timeline a")  # replay the press in the dry run
+    await browser.submit("#timeline a")  # replay the press in the dry run
     result = await browser.wait(ec.presence_of_element_located((By.ID, "result")))
     assert "outcome: no_match" in await browser.run(lambda d: result.text)
     await browser.fill("digit", "2")  # the same call, the key a flow has
-    await browser.click("main button[type=submit]")
+    await browser.submit("main button[type=submit]")
     await browser.wait(ec.text_to_be_present_in_element((By.ID, "result"),
                                                         "matched: prompt/tag"))
     await browser.shot("dry-run")
@@ -131,7 +131,7 @@ async def test_edit_the_catalog_bad_value_save_and_a_concurrent_edit(
     await browser.fill("yaml", NEW_GROUP.replace("disposition: sale_ca",
                                                  "disposition: sale_ca\n        "
                                                  "continue_routing: true"))
-    await browser.click("#preview-button")
+    await browser.submit("#preview-button")
     error = await browser.wait(ec.presence_of_element_located((By.ID, "yaml-error")))
     message = await browser.run(lambda d: error.text)
     assert "console: flow_groups[0] (console-made).flows[0] (ca-only)" in message, message
@@ -139,11 +139,11 @@ async def test_edit_the_catalog_bad_value_save_and_a_concurrent_edit(
     assert await db.fetchval("SELECT version FROM catalog_state") == before  # nothing written
 
     await browser.fill("yaml", NEW_GROUP)
-    await browser.click("#preview-button")
+    await browser.submit("#preview-button")
     preview = await browser.wait(ec.presence_of_element_located((By.ID, "preview")))
     text = await browser.run(lambda d: preview.text)
     assert "new flow group console-made" in text and "changed router r" in text
-    await browser.click("#save-button")
+    await browser.submit("#save-button")
     await browser.wait(ec.presence_of_element_located((By.ID, "saved")))
     await kp.daemon.wait_catalog(before + 1, timeout=5.0)  # the running daemon has it
     audit = await browser.run(lambda d: d.find_element(By.ID, "audit").text)
@@ -167,10 +167,10 @@ async def test_edit_the_catalog_bad_value_save_and_a_concurrent_edit(
         await second.open("/console/catalog")
         await second.wait(ec.presence_of_element_located((By.ID, "yaml")))
         await browser.fill("yaml", NEW_GROUP.replace("sale_ca", "sale_first"))
-        await browser.click("#save-button")
+        await browser.submit("#save-button")
         await browser.wait(ec.presence_of_element_located((By.ID, "saved")))
         await second.fill("yaml", NEW_GROUP.replace("sale_ca", "sale_second"))
-        await second.click("#save-button")
+        await second.submit("#save-button")
         refused = await second.wait(ec.presence_of_element_located((By.ID, "yaml-error")))
         assert "changed since you opened it" in await second.run(lambda d: refused.text)
         await second.shot("catalog-conflict")
@@ -198,15 +198,15 @@ async def test_mute_and_hold_buttons_act_on_a_bridged_call(
         (By.CSS_SELECTOR, f"#call-{call_id} [data-f=buyer]"), "acme"))
     caller_phone, buyer_phone = call.local_id, phone.channel_id
     assert await hears(test_caller, buyer_phone, caller_phone)
-    await browser.click(f"#call-{call_id} .act-mute_consumer")
+    await browser.submit(f"#call-{call_id} .act-mute_consumer")
     muted = await kp.watch.event(call_id, "call_control_action", action="mute_consumer")
     assert muted.detail["outcome"] == "ok" and muted.flow == "operator (console)"
     assert not await hears(test_caller, buyer_phone, caller_phone)
     await browser.wait(ec.presence_of_element_located((By.ID, f"call-{call_id}")))
-    await browser.click(f"#call-{call_id} .act-unmute_consumer")
+    await browser.submit(f"#call-{call_id} .act-unmute_consumer")
     await kp.watch.event(call_id, "call_control_action", action="unmute_consumer")
     await browser.wait(ec.presence_of_element_located((By.ID, f"call-{call_id}")))
-    await browser.click(f"#call-{call_id} .act-hold_consumer")
+    await browser.submit(f"#call-{call_id} .act-hold_consumer")
     await kp.watch.event(call_id, "call_control_action", action="hold_consumer")
     assert await hears_music(test_caller, caller_phone)
     await browser.shot("live-held")

@@ -46,14 +46,14 @@ async def test_make_a_flow_group_in_the_form_and_a_call_uses_it(
     kp, browser = console
     await log_in(browser)
     await browser.open("/console/catalog")
-    await browser.click("#new-flow_groups")
+    await browser.submit("#new-flow_groups")
     await element(browser, "flows[0].key")
     await browser.fill("name", "form-made")
     await choose(browser, "flows[0].key", "1")
     await browser.fill("flows[0].filters[0].token", "caller_state")
     await browser.fill("flows[0].filters[0].value", "CA")
     await browser.fill("flows[0].disposition", "sale form")  # a space: not a disposition
-    await browser.click("#rows-button")  # a blank flow and blank rows; nothing saved
+    await browser.submit("#rows-button")  # a blank flow and blank rows; nothing saved
     await element(browser, "flows[1].key")
     assert await prop(browser, "flows[0].filters[0].token", "value") == "caller_state"
     await choose(browser, "flows[1].key", "no_key_press")
@@ -72,7 +72,7 @@ async def test_make_a_flow_group_in_the_form_and_a_call_uses_it(
     await browser.fill("flows[1].disposition", "no_press")
 
     before = await db.fetchval("SELECT version FROM catalog_state")
-    await browser.click("#save-button")
+    await browser.submit("#save-button")
     message = await text_of(browser, "flows[0].disposition-error")
     assert "disposition" in message, message
     assert await prop(browser, "flows[0].disposition", "value") == "sale form"  # kept
@@ -81,7 +81,7 @@ async def test_make_a_flow_group_in_the_form_and_a_call_uses_it(
     assert await db.fetchval("SELECT count(*) FROM flow_groups WHERE name = 'form-made'") == 0
 
     await browser.fill("flows[0].disposition", "sale_form")
-    await browser.click("#save-button")
+    await browser.submit("#save-button")
     assert await text_of(browser, "saved") == "saved"
     await kp.daemon.wait_catalog(before + 1, timeout=5.0)
     stored = await db.fetch("""SELECT f.key, f.disposition, f.filters::text AS filters
@@ -94,7 +94,7 @@ async def test_make_a_flow_group_in_the_form_and_a_call_uses_it(
 
     await browser.open("/console/catalog/routers/r")
     await choose(browser, "flow_group", "form-made")
-    await browser.click("#save-button")
+    await browser.submit("#save-button")
     assert (await text_of(browser, "saved")).startswith("saved: catalog version")
     await kp.daemon.wait_catalog(before + 2, timeout=5.0)
     audit = await db.fetch("SELECT what, detail::text AS d FROM console_audit ORDER BY at")
@@ -127,10 +127,10 @@ async def test_the_second_of_two_edits_of_one_group_is_refused(
         await element(first, "flows[0].name")
         await element(second, "flows[0].name")
         await first.fill("flows[0].extra_tokens[0].value", "first")
-        await first.click("#save-button")
+        await first.submit("#save-button")
         assert (await text_of(first, "saved")).startswith("saved")
         await second.fill("flows[0].extra_tokens[0].value", "second")
-        await second.click("#save-button")
+        await second.submit("#save-button")
         refused = await text_of(second, "form-error")
         assert "flow group prompt changed since you opened it" in refused, refused
         await second.shot("editor-conflict")
@@ -143,10 +143,10 @@ async def test_the_second_of_two_edits_of_one_group_is_refused(
         await element(second, "ring_timeout")
         await first.open("/console/catalog/flow_groups/prompt")
         await first.fill("max_attempts", "4")
-        await first.click("#save-button")
+        await first.submit("#save-button")
         assert (await text_of(first, "saved")).startswith("saved")
         await second.fill("ring_timeout", "33")
-        await second.click("#save-button")
+        await second.submit("#save-button")
         assert (await text_of(second, "saved")).startswith("saved")
         assert await db.fetchval("SELECT ring_timeout FROM buyers WHERE name = 'acme'") == 33
         await second.shot("editor-buyer")
@@ -156,9 +156,9 @@ async def test_the_second_of_two_edits_of_one_group_is_refused(
         for browser in (first, second):
             await browser.fill("name", "twin")
             await browser.fill("endpoint", "PJSIP/twin")
-        await first.click("#save-button")
+        await first.submit("#save-button")
         assert await text_of(first, "saved") == "saved"
-        await second.click("#save-button")
+        await second.submit("#save-button")
         assert "buyer twin was created by someone else" in await text_of(second, "form-error")
     finally:
         await asyncio.to_thread(second.close)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -72,7 +73,28 @@ class Browser:
         await self.run(work)
 
     async def click(self, css: str) -> None:
+        """Click something that stays on the page (a checkbox, a button run by script)."""
         await self.run(lambda d: d.find_element(By.CSS_SELECTOR, css).click())
+
+    async def submit(self, css: str, timeout: float = 10.0) -> None:
+        """Click a submit button or a link and wait until a new page has loaded, so that
+        the next wait reads the new page, never an element of the old one while it unloads
+        (Chromium then answers "Node ... does not belong to the document", which Selenium's
+        ``staleness_of`` does not expect). The old page is marked by a script variable; the
+        new page is a fresh window object without it."""
+        def loaded(d: webdriver.Chrome) -> bool:
+            try:
+                return bool(d.execute_script(
+                    "return window.kpOldPage === undefined"
+                    " && document.readyState === 'complete'"))
+            except WebDriverException:  # the old page is going: ask again
+                return False
+
+        def work(d: webdriver.Chrome) -> None:
+            d.execute_script("window.kpOldPage = true")
+            d.find_element(By.CSS_SELECTOR, css).click()
+            WebDriverWait(d, timeout, poll_frequency=0.05).until(loaded)
+        await self.run(work)
 
     def close(self) -> None:
         self.driver.quit()
@@ -93,5 +115,5 @@ async def console(daemon_factory: Any) -> AsyncIterator[tuple[RunningDaemon, Bro
 async def log_in(browser: Browser) -> None:
     await browser.open("/console/login")
     await browser.fill("token", ADMIN_TOKEN)
-    await browser.click("main button[type=submit]")
+    await browser.submit("main button[type=submit]")
     await browser.wait(ec.presence_of_element_located((By.ID, "calls-now")))

@@ -13,6 +13,7 @@ from keypress_ari.ari.client import AriClient
 from keypress_ari.ari.errors import AriBadRequest, AriConflict, AriNotFound, AriUnavailable
 from keypress_ari.ari.events import (
     ApplicationReplaced,
+    BridgeDestroyed,
     Channel,
     ChannelDestroyed,
     ChannelDtmfReceived,
@@ -296,10 +297,15 @@ async def test_bridge_dtmf_and_audio(test_caller: TestCaller, fake_daemon: TestC
     since = fake_daemon.mark()
     await client.remove_channel("br-1", b.remote_id)
     await fake_daemon.wait_event(ChannelLeftBridge, b.remote_id, since=since)
+    # Through its channels alone the app would see the last member leave, not the bridge
+    # go: subscribed to the bridge, it gets BridgeDestroyed. The bridge thread dissolves a
+    # destroyed bridge later than the DELETE answers and the member leaves; BridgeDestroyed
+    # comes from its destructor, after it is gone from the lookup GET reads.
+    await client.subscribe(fake_daemon.app, "bridge:br-1")
     await client.destroy_bridge("br-1")
-    # The app is subscribed to the bridge through its channels: destroying the bridge
-    # raises ChannelLeftBridge for the last member; BridgeDestroyed does not reach the app.
     await fake_daemon.wait_event(ChannelLeftBridge, a.remote_id, since=since)
+    destroyed = await fake_daemon.wait_event(BridgeDestroyed, since=since)
+    assert destroyed.bridge.id == "br-1"
     with pytest.raises(AriNotFound):
         await client.get_bridge("br-1")
 

@@ -104,7 +104,9 @@ async def test_no_answer_within_ring_timeout_moves_on(kp: RunningDaemon,
     await kp.watch.event(call_id, "bridged", buyer="answer", timeout=15)
     failed = await kp.watch.event(call_id, "buyer_failed")
     assert failed.detail == {"buyer": "noanswer", "reason": "NOANSWER", "cause": 19}
-    assert "buyer_ringing" in kp.watch.kinds(call_id)
+    # Not asserted here: buyer_ringing. With a 1 s ring timeout a loaded Asterisk can time
+    # the dial out before the buyer's dialplan reaches Ringing() (a CI failure); the
+    # ringing-forever buyer below proves buyer_ringing.
 
 
 async def test_no_buyer_left_plays_the_prompt_and_hangs_up(kp: RunningDaemon,

@@ -206,17 +206,12 @@ async def stays_quiet(
         await disable_talk_detect(client, listener_id)
 
 
-async def falls_quiet(
-    test_caller: TestCaller,
-    listener_id: str,
-    *,
-    attempts: int = FALL_QUIET_ATTEMPTS,
-    seconds: float = QUIET_WINDOW_S,
-) -> bool:
-    """True once ``listener_id`` hears nothing for ``seconds`` on a fresh detector, within
-    ``attempts`` windows: for sound that was just told to stop (Asterisk stops it after its
-    204). Music that goes on is heard in every window: False. Negative assertions only."""
-    for _ in range(attempts):
-        if await stays_quiet(test_caller, listener_id, seconds):
+async def falls_quiet(test_caller: TestCaller, listener_id: str) -> bool:
+    """True once ``listener_id`` hears nothing for ``QUIET_WINDOW_S`` on a fresh detector,
+    within ``FALL_QUIET_ATTEMPTS`` windows: for sound that was just told to stop (Asterisk
+    stops it after its 204). Music that goes on is heard in every window: False. Negative
+    assertions only."""
+    for _ in range(FALL_QUIET_ATTEMPTS):
+        if await stays_quiet(test_caller, listener_id):
             return True
     return False
